@@ -1,0 +1,37 @@
+# vidsr - set-up, tests, lint and demo. Everything runs inside .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build by default (fast, local here). GPU users: see README, e.g.
+#   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu126"
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup test lint format demo clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check vidsr tests
+	$(BIN)/ruff format --check vidsr tests
+
+format: setup
+	$(BIN)/ruff format vidsr tests
+	$(BIN)/ruff check --fix vidsr tests
+
+demo: setup
+	mkdir -p demo-out
+	$(BIN)/vidsr upscale samples/frame.png -o demo-out/frame.x4.png --overwrite
+	@echo "demo: wrote demo-out/frame.x4.png"
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

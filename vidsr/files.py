@@ -1,0 +1,89 @@
+"""Atomic file writes: the one place that owns the write-temp-then-rename policy.
+
+Nothing partial ever sits under a final name: data goes to a temporary file in the same
+folder (so the rename cannot cross file systems) and is ``os.replace``d into place only
+when complete. On failure the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from vidsr.errors import OutputError
+
+
+def temp_path_for(final: Path) -> Path:
+    """A fresh, unused temporary path beside ``final`` with the same suffix."""
+    final = Path(final)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent
+    )
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it to ``final`` on success.
+
+    The temporary file exists (empty) when yielded; writers may replace it. On any
+    exception it is removed and the exception propagates. ``OSError`` such as a full disk
+    or a read-only folder becomes ``OutputError``.
+    """
+    final = Path(final)
+    try:
+        tmp = temp_path_for(final)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {final.parent}: {exc.strerror or exc}") from exc
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            if exc.errno == errno.ENOSPC:
+                raise OutputError(f"disk full while writing {final}") from exc
+            raise OutputError(f"cannot write {final}: {exc.strerror or exc}") from exc
+        raise
+
+
+def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``final`` atomically (fsynced before the rename)."""
+    with atomic_output(final) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``final`` atomically."""
+    atomic_write_bytes(final, text.encode("utf-8"))
+
+
+def check_output_path(output: Path, *, overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse an output that exists (without ``overwrite``), equals an input, or whose folder
+    is missing or unwritable. Raises ``OutputError``/``UsageError`` with one line."""
+    from vidsr.errors import UsageError
+
+    output = Path(output)
+    for inp in inputs:
+        try:
+            same = output.exists() and os.path.samefile(output, inp)
+        except OSError:
+            same = False
+        if same or output.resolve() == Path(inp).resolve():
+            raise UsageError(f"output {output} is the input file; choose another output path")
+    if output.exists() and not overwrite:
+        raise OutputError(f"output {output} exists; pass --overwrite to replace it")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {parent} is not writable")
