@@ -17,6 +17,12 @@ from pathlib import Path
 from vidsr.errors import OutputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def temp_path_for(final: Path) -> Path:
     """A fresh, unused temporary path beside ``final`` with the same suffix."""
     final = Path(final)
@@ -42,6 +48,7 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise OutputError(f"cannot write to {final.parent}: {exc.strerror or exc}") from exc
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(tmp, final)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -55,11 +62,10 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
 
 def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``final`` atomically (fsynced before the rename)."""
-    with atomic_output(final) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_output(final) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:

@@ -1,0 +1,290 @@
+"""The command line: click commands -> frozen config -> library calls.
+
+This module owns progress bars and exit codes; the work is done in the library. Heavy
+imports (torch, av) happen inside commands so that ``vidsr --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vidsr.errors import InputError, UsageError, VidsrError
+
+EXIT_INTERNAL = 70
+
+
+def _progress_bar(desc: str) -> Callable[[int, int], None]:
+    """A download progress callback (done_bytes, total_bytes) drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(
+                total=total or None, unit="B", unit_scale=True, desc=desc, file=sys.stderr
+            )
+        bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
+
+    return update
+
+
+def infer_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every processing command shares."""
+    options = [
+        click.option(
+            "--model",
+            "-m",
+            default="realesr-animevideov3",
+            show_default=True,
+            help="Registry name (see `vidsr models list`), imported name, or a "
+            ".pth/.safetensors/.param file.",
+        ),
+        click.option(
+            "--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N."
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+            default="auto",
+            show_default=True,
+            help="auto = fp16 on CUDA, fp32 on CPU. fp16 on CPU is refused.",
+        ),
+        click.option(
+            "--tile",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Tile edge in input pixels (0 = whole frame).",
+        ),
+        click.option(
+            "--tile-pad",
+            type=int,
+            default=10,
+            show_default=True,
+            help="Context pixels around each tile.",
+        ),
+        click.option(
+            "--scale",
+            "-s",
+            type=float,
+            default=None,
+            help="Final scale factor (default: the model's own).",
+        ),
+        click.option(
+            "--denoise-strength",
+            type=float,
+            default=None,
+            help="realesr-general-x4v3 only: 0 keeps noise, 1 removes it "
+            "(default 0.5, as Real-ESRGAN).",
+        ),
+        click.option(
+            "--output",
+            "-o",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Output file (or folder for a folder input).",
+        ),
+        click.option("--overwrite", is_flag=True, help="Replace an existing output."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _infer_config(opts: dict[str, Any]):  # -> InferConfig (lazy import)
+    from vidsr.config import InferConfig
+
+    return InferConfig(
+        model=opts["model"],
+        device=opts["device"],
+        precision=opts["precision"],
+        tile=opts["tile"],
+        tile_pad=opts["tile_pad"],
+        scale=opts["scale"],
+        denoise_strength=opts["denoise_strength"],
+    )
+
+
+def _scale_label(scale: float) -> str:
+    return str(int(scale)) if float(scale).is_integer() else f"{scale:g}"
+
+
+def _model_label(model: str) -> str:
+    p = Path(model)
+    return p.stem if p.suffix.lower() in (".pth", ".pt", ".safetensors", ".param") else model
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vidsr")
+def cli() -> None:
+    """vidsr: video and image super-resolution with the Real-ESRGAN generators."""
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@infer_options
+def upscale(input_path: Path, **opts: Any) -> None:
+    """Upscale an image (png, jpg, webp) or a folder of images.
+
+    Without -o the result goes beside the input as STEM.MODEL.xSCALE.EXT (a folder:
+    FOLDER.MODEL.xSCALE/).
+    """
+    from vidsr.media.image import is_image_path
+    from vidsr.models.loader import check_model_spec
+
+    config = _infer_config(opts)
+    if not input_path.exists():
+        raise InputError(f"{input_path}: no such file or folder")
+    check_model_spec(config.model)
+    if input_path.is_dir():
+        _upscale_folder(input_path, config, opts)
+        return
+    if not is_image_path(input_path):
+        raise InputError(f"{input_path}: not a supported image (png, jpg, webp)")
+    _upscale_image(input_path, config, opts)
+
+
+def _default_output(input_path: Path, config, scale: float) -> Path:
+    label = f"{_model_label(config.model)}.x{_scale_label(scale)}"
+    if input_path.is_dir():
+        return input_path.with_name(f"{input_path.name}.{label}")
+    return input_path.with_name(f"{input_path.stem}.{label}{input_path.suffix}")
+
+
+def _upscale_image(input_path: Path, config, opts: dict[str, Any]) -> None:
+    from vidsr.files import check_output_path
+    from vidsr.media.image import read_image
+    from vidsr.models.loader import expected_scale
+    from vidsr.pipeline.images import upscale_image_file
+    from vidsr.pipeline.infer import build_upscaler
+
+    read_image(input_path)  # fail fast on a bad image, before loading a model
+    output = opts["output"] or _default_output(
+        input_path, config, config.scale or expected_scale(config.model)
+    )
+    check_output_path(output, overwrite=opts["overwrite"], inputs=(input_path,))
+    upscaler = build_upscaler(config, progress=_progress_bar(f"download {config.model}"))
+    w, h = upscale_image_file(upscaler, input_path, output)
+    click.echo(
+        f"{input_path} -> {output} ({w}x{h}, {config.model}, "
+        f"{upscaler.device}, {upscaler.precision_name})",
+        err=True,
+    )
+
+
+def _upscale_folder(input_path: Path, config, opts: dict[str, Any]) -> None:
+    from tqdm import tqdm
+
+    from vidsr.models.loader import expected_scale
+    from vidsr.pipeline.images import plan_folder, upscale_folder
+    from vidsr.pipeline.infer import build_upscaler
+
+    output = opts["output"] or _default_output(
+        input_path, config, config.scale or expected_scale(config.model)
+    )
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"output {output} is a file; a folder input needs an output folder")
+    pairs = plan_folder(input_path, output, overwrite=opts["overwrite"])
+    upscaler = build_upscaler(config, progress=_progress_bar(f"download {config.model}"))
+    output.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(pairs), unit="img", desc="upscale", file=sys.stderr)
+    results = upscale_folder(upscaler, pairs, on_done=lambda r: bar.update(1))
+    bar.close()
+    failed = [r for r in results if r.error]
+    for r in failed:
+        click.echo(f"vidsr: failed: {r.error}", err=True)
+    click.echo(f"{len(results) - len(failed)} of {len(results)} images -> {output}", err=True)
+    if failed:
+        sys.exit(3)
+
+
+@cli.group()
+def models() -> None:
+    """List and import models."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models_list(as_json: bool) -> None:
+    """Every model: architecture, scale, parameters, license, ready offline, cached."""
+    from vidsr.models.loader import list_models
+
+    rows = list_models()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = ("name", "arch", "scale", "params", "license", "offline", "cached")
+    table = [header] + [
+        (
+            r["name"],
+            r["arch"],
+            f"x{r['scale']}",
+            f"{r['params']:,}",
+            r["license"],
+            "yes" if r["offline"] else "no",
+            "yes" if r["cached"] else "no",
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+@models.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Name to register (default: the file's stem).")
+def models_import(file: Path, name: str | None) -> None:
+    """Import a .pth, .safetensors or ncnn .param (+ .bin) file into the model cache."""
+    from vidsr.models.sources import import_model_file
+
+    registered = import_model_file(file, name)
+    click.echo(f"imported {file} as {registered}; use --model {registered}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors and exit codes, never a traceback for a user
+    error. Set VIDSR_DEBUG=1 to see tracebacks."""
+    debug = bool(os.environ.get("VIDSR_DEBUG"))
+    try:
+        cli.main(args=argv, prog_name="vidsr", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("vidsr: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except VidsrError as exc:
+        if debug:
+            raise
+        click.echo(f"vidsr: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("vidsr: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line, the traceback on request
+        if debug:
+            raise
+        click.echo(
+            f"vidsr: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with VIDSR_DEBUG=1 for the traceback)",
+            err=True,
+        )
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

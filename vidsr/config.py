@@ -1,0 +1,50 @@
+"""Run settings: frozen dataclasses built once (by the CLI or the Python API) and passed down.
+
+Presets (later) are merged here and nowhere else: defaults < preset < explicit options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vidsr.errors import UsageError
+
+DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """How the model runs.
+
+    model: a registry name, an imported model name, or a path to a weights file.
+    device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    precision: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` (CUDA only), ``bf16``.
+    tile: tile edge in input pixels, 0 = whole frame. tile_pad: overlap around each tile.
+    scale: final scale factor (None = the model's own); the result is resized to it.
+    denoise_strength: realesr-general-x4v3 only: blend of the plain and wdn weights.
+    """
+
+    model: str = "realesr-animevideov3"
+    device: str = "auto"
+    precision: str = "auto"
+    tile: int = 0
+    tile_pad: int = 10
+    scale: float | None = None
+    denoise_strength: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UsageError(
+                f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"
+            )
+        if self.tile < 0:
+            raise UsageError("--tile must be 0 (whole frame) or a positive number of pixels")
+        if 0 < self.tile < 8:
+            raise UsageError("--tile must be at least 8 pixels (or 0 for whole frames)")
+        if self.tile_pad < 0:
+            raise UsageError("--tile-pad must be >= 0")
+        if self.scale is not None and not (0 < self.scale <= 16):
+            raise UsageError("--scale must be in (0, 16]")
+        if self.denoise_strength is not None and not (0.0 <= self.denoise_strength <= 1.0):
+            raise UsageError("--denoise-strength must be between 0 and 1")

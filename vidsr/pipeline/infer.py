@@ -1,0 +1,167 @@
+"""Running a loaded network on batches of RGB frames: device, precision, padding, tiling and
+the final resize. Tensor contract everywhere: (N, 3, H, W) float in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from vidsr.config import InferConfig
+from vidsr.errors import DeviceError, UsageError
+from vidsr.models.loader import LoadedNetwork, load_network
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``. Refuses a CUDA device that is absent."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    if not m:
+        raise UsageError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"device {spec} requested but CUDA is not available on this machine")
+    index = int(m.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise DeviceError(
+            f"device {spec} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
+    return torch.device("cuda", index)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> fp16 on CUDA, fp32 on CPU. fp16 on CPU is refused (it is ~100x slower)."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision not in _DTYPES:
+        raise UsageError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16")
+    if precision == "fp16" and device.type == "cpu":
+        raise DeviceError(
+            "fp16 on the CPU is refused: PyTorch runs it about 100x slower than fp32; "
+            "use --precision fp32 or bf16 on the CPU"
+        )
+    return _DTYPES[precision]
+
+
+class Upscaler:
+    """A network on a device at a precision, with padding, tiling and the final resize.
+
+    ``upscaler(x)``: x is (N, 3, H, W) float in [0, 1] (any float dtype, any device; it is
+    moved to ``self.device``); returns (N, 3, floor(H*s), floor(W*s)) float32 in [0, 1] on
+    ``self.device``, where s = ``self.scale``. Works for any H, W >= 1.
+    """
+
+    def __init__(
+        self,
+        net: LoadedNetwork,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        tile: int = 0,
+        tile_pad: int = 10,
+        scale: float | None = None,
+    ) -> None:
+        self.net = net
+        self.device = device
+        self.dtype = dtype
+        self.tile = tile
+        self.tile_pad = tile_pad
+        self.net_scale = net.scale
+        self.scale = float(scale) if scale is not None else float(net.scale)
+        # CPU bf16 runs under autocast with fp32 weights; CUDA casts the weights.
+        self._autocast = device.type == "cpu" and dtype == torch.bfloat16
+        weight_dtype = torch.float32 if self._autocast else dtype
+        self.module = net.module.to(device=device, dtype=weight_dtype)
+        self.module = self.module.to(memory_format=torch.channels_last)
+        self.module.eval()
+
+    @property
+    def precision_name(self) -> str:
+        return {v: k for k, v in _DTYPES.items()}[self.dtype]
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of the result for an input of (height, width)."""
+        if self.scale == self.net_scale:
+            return height * self.net_scale, width * self.net_scale
+        return int(height * self.scale), int(width * self.scale)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected (N, 3, H, W), got {tuple(x.shape)}")
+        x = x.to(self.device, non_blocking=True)
+        h, w = x.shape[-2:]
+        if self.tile and (h > self.tile or w > self.tile):
+            out = self._tiled(x)
+        else:
+            out = self._forward_padded(x)
+        out = out.float().clamp_(0.0, 1.0)
+        oh, ow = self.output_size(h, w)
+        if out.shape[-2:] != (oh, ow):
+            out = F.interpolate(out, size=(oh, ow), mode="bicubic", antialias=True)
+            out = out.clamp_(0.0, 1.0)
+        return out
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(dtype=torch.float32 if self._autocast else self.dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self._autocast:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.module(x)
+        return self.module(x)
+
+    def _forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad to the network's size multiple (reflect, as Real-ESRGAN does), run, crop."""
+        m = self.net.size_multiple
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        out = self._run(x)
+        s = self.net_scale
+        return out[..., : h * s, : w * s]
+
+    def _tiled(self, x: torch.Tensor) -> torch.Tensor:
+        """Real-ESRGAN's tile scheme: each tile is run with ``tile_pad`` pixels of context
+        on every side (where the frame has them) and only its own area is kept."""
+        n, c, h, w = x.shape
+        s, t, p = self.net_scale, self.tile, self.tile_pad
+        out = torch.empty((n, c, h * s, w * s), dtype=torch.float32, device=x.device)
+        for ty in range(math.ceil(h / t)):
+            for tx in range(math.ceil(w / t)):
+                y0, x0 = ty * t, tx * t
+                y1, x1 = min(y0 + t, h), min(x0 + t, w)
+                py0, px0 = max(y0 - p, 0), max(x0 - p, 0)
+                py1, px1 = min(y1 + p, h), min(x1 + p, w)
+                res = self._forward_padded(x[..., py0:py1, px0:px1]).float()
+                oy, ox = (y0 - py0) * s, (x0 - px0) * s
+                out[..., y0 * s : y1 * s, x0 * s : x1 * s] = res[
+                    ..., oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s
+                ]
+        return out
+
+
+def build_upscaler(
+    config: InferConfig, *, progress: Callable[[int, int], None] | None = None
+) -> Upscaler:
+    """Load the configured network and place it on its device at its precision."""
+    device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device)
+    net = load_network(config.model, denoise_strength=config.denoise_strength, progress=progress)
+    return Upscaler(
+        net,
+        device=device,
+        dtype=dtype,
+        tile=config.tile,
+        tile_pad=config.tile_pad,
+        scale=config.scale,
+    )
