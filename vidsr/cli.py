@@ -131,28 +131,199 @@ def cli() -> None:
     """vidsr: video and image super-resolution with the Real-ESRGAN generators."""
 
 
+def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Encoding and pipeline options for video inputs."""
+    options = [
+        click.option(
+            "--codec",
+            default="libx264",
+            show_default=True,
+            help="libx264, libx265, libsvtav1, h264_nvenc, hevc_nvenc, ffv1 (lossless).",
+        ),
+        click.option(
+            "--crf", type=float, default=None, help="Quality (lower is better); default per codec."
+        ),
+        click.option("--encoder-preset", default=None, help="Encoder speed preset."),
+        click.option(
+            "--pix-fmt",
+            default=None,
+            help="Output pixel format (default: the source's bit depth, 4:2:0).",
+        ),
+        click.option(
+            "--encoder-opt",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Passed to the encoder; repeatable.",
+        ),
+        click.option(
+            "--batch-size",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Frames per model call (0 = auto).",
+        ),
+        click.option(
+            "--ignore-errors",
+            is_flag=True,
+            help="Process what decodes from a damaged file and report the damage.",
+        ),
+        click.option("--dry-run", is_flag=True, help="Probe and print the plan; do nothing else."),
+        click.option(
+            "--json",
+            "as_json",
+            is_flag=True,
+            help="Print JSON lines (start, progress, done, error) instead of a bar.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @infer_options
+@video_options
 def upscale(input_path: Path, **opts: Any) -> None:
-    """Upscale an image (png, jpg, webp) or a folder of images.
+    """Upscale a video, an image (png, jpg, webp) or a folder of images.
 
-    Without -o the result goes beside the input as STEM.MODEL.xSCALE.EXT (a folder:
-    FOLDER.MODEL.xSCALE/).
+    Without -o the result goes beside the input: a video as STEM.MODEL.xSCALE.mkv, an image
+    as STEM.MODEL.xSCALE.EXT, a folder as FOLDER.MODEL.xSCALE/.
     """
     from vidsr.media.image import is_image_path
     from vidsr.models.loader import check_model_spec
 
-    config = _infer_config(opts)
-    if not input_path.exists():
-        raise InputError(f"{input_path}: no such file or folder")
-    check_model_spec(config.model)
-    if input_path.is_dir():
-        _upscale_folder(input_path, config, opts)
+    try:
+        config = _infer_config(opts)
+        if not input_path.exists():
+            raise InputError(f"{input_path}: no such file or folder")
+        check_model_spec(config.model)
+        if input_path.is_dir():
+            _upscale_folder(input_path, config, opts)
+        elif is_image_path(input_path):
+            _upscale_image(input_path, config, opts)
+        else:
+            _upscale_video(input_path, config, opts)
+    except VidsrError as exc:
+        if opts.get("as_json"):
+            click.echo(
+                json.dumps({"event": "error", "message": str(exc), "exit_code": exc.exit_code})
+            )
+        raise
+
+
+def _encode_config(opts: dict[str, Any]):  # -> EncodeConfig
+    from vidsr.pipeline.video import EncodeConfig
+
+    pairs = []
+    for item in opts["encoder_opt"]:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--encoder-opt takes KEY=VALUE, not {item!r}")
+        pairs.append((key, value))
+    return EncodeConfig(
+        codec=opts["codec"],
+        crf=opts["crf"],
+        preset=opts["encoder_preset"],
+        pix_fmt=opts["pix_fmt"],
+        options=tuple(pairs),
+    )
+
+
+def _upscale_video(input_path: Path, config, opts: dict[str, Any]) -> None:
+    from vidsr.pipeline.infer import build_upscaler
+    from vidsr.pipeline.video import plan_video, upscale_video
+
+    if opts["batch_size"] < 0:
+        raise UsageError("--batch-size must be 0 (auto) or positive")
+    plan = plan_video(
+        input_path,
+        opts["output"],
+        model=config.model,
+        scale=config.scale,
+        encode=_encode_config(opts),
+        overwrite=opts["overwrite"],
+    )
+    if opts["dry_run"]:
+        _print_plan(plan, config, opts)
         return
-    if not is_image_path(input_path):
-        raise InputError(f"{input_path}: not a supported image (png, jpg, webp)")
-    _upscale_image(input_path, config, opts)
+    upscaler = build_upscaler(config, progress=_progress_bar(f"download {config.model}"))
+    sink, close = _event_sink(opts["as_json"], plan.frames)
+    try:
+        result = upscale_video(
+            plan,
+            upscaler,
+            batch_size=opts["batch_size"],
+            ignore_errors=opts["ignore_errors"],
+            on_event=sink,
+        )
+    finally:
+        close()
+    if not opts["as_json"]:
+        _print_summary(result)
+
+
+def _event_sink(as_json: bool, total: int):
+    """(on_event, close): JSON lines on stdout, or a tqdm bar on stderr."""
+    if as_json:
+
+        def emit(event: dict[str, Any]) -> None:
+            click.echo(json.dumps(event, default=str))
+
+        return emit, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="frame", desc="upscale", file=sys.stderr, dynamic_ncols=True)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] == "progress":
+            bar.update(event["frames"] - bar.n)
+
+    return on_event, bar.close
+
+
+def _print_summary(result) -> None:
+    click.echo(f"{result.input} -> {result.output}", err=True)
+    click.echo(
+        f"{result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps), "
+        f"{result.model} on {result.device} {result.precision}, "
+        f"batch {result.batch_size}",
+        err=True,
+    )
+    for name, st in result.stages.items():
+        fps = f"{st.fps:.1f} fps" if st.busy_seconds > 0 else "-"
+        click.echo(f"  {name:<7} {st.busy_seconds:7.2f} s busy  {fps}", err=True)
+    click.echo(f"  bound by: {result.bound}", err=True)
+    if result.damaged:
+        click.echo(f"  damage ({len(result.damaged)}): {result.damaged[0]}", err=True)
+
+
+def _print_plan(plan, config, opts: dict[str, Any]) -> None:
+    from vidsr.pipeline.infer import resolve_device, resolve_precision
+    from vidsr.pipeline.video import estimate_seconds
+
+    v = plan.info.video
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    lines = [
+        f"input:     {plan.input} ({v.codec} {v.width}x{v.height} {v.pix_fmt}, "
+        f"{plan.frames} frames, {'VFR' if v.is_vfr else 'CFR'})",
+        f"output:    {plan.output} ({plan.encode.codec} {plan.out_width}x{plan.out_height})",
+        f"model:     {config.model} (x{plan.scale:g}) on {device} "
+        f"{str(precision).removeprefix('torch.')}",
+        f"batch:     {opts['batch_size'] or 'auto'}; tile: {config.tile or 'whole frame'}",
+        "streams kept: " + ("; ".join(plan.kept) if plan.kept else "none besides the video"),
+    ]
+    if plan.info.chapters:
+        lines.append(f"chapters:  {len(plan.info.chapters)}")
+    est = estimate_seconds(plan, config.model, device.type)
+    lines.append(
+        f"estimate:  ~{est:.0f} s (rough, from the model's cost per pixel)"
+        if est is not None
+        else "estimate:  unknown"
+    )
+    for line in lines:
+        click.echo(line)
 
 
 def _default_output(input_path: Path, config, scale: float) -> Path:

@@ -51,12 +51,26 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return _DTYPES[precision]
 
 
+def scaled_size(
+    height: int, width: int, scale: float, native: int, *, even: bool = False
+) -> tuple[int, int]:
+    """The result size for ``scale``: exact multiples at the network's own scale, otherwise
+    floor(size * scale) (rounded down to even numbers when ``even``: 4:2:0 video needs it)."""
+    if scale == native:
+        return height * native, width * native
+    h, w = int(height * scale), int(width * scale)
+    if even:
+        h, w = max(2, h // 2 * 2), max(2, w // 2 * 2)
+    return h, w
+
+
 class Upscaler:
     """A network on a device at a precision, with padding, tiling and the final resize.
 
     ``upscaler(x)``: x is (N, 3, H, W) float in [0, 1] (any float dtype, any device; it is
-    moved to ``self.device``); returns (N, 3, floor(H*s), floor(W*s)) float32 in [0, 1] on
-    ``self.device``, where s = ``self.scale``. Works for any H, W >= 1.
+    moved to ``self.device``); returns (N, 3, *output_size(H, W)) float32 in [0, 1] on
+    ``self.device``. Works for any H, W >= 1. ``even`` rounds a resized result down to even
+    sizes (for 4:2:0 video).
     """
 
     def __init__(
@@ -68,8 +82,10 @@ class Upscaler:
         tile: int = 0,
         tile_pad: int = 10,
         scale: float | None = None,
+        even: bool = False,
     ) -> None:
         self.net = net
+        self.even = even
         self.device = device
         self.dtype = dtype
         self.tile = tile
@@ -89,9 +105,7 @@ class Upscaler:
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(H, W) of the result for an input of (height, width)."""
-        if self.scale == self.net_scale:
-            return height * self.net_scale, width * self.net_scale
-        return int(height * self.scale), int(width * self.scale)
+        return scaled_size(height, width, self.scale, self.net_scale, even=self.even)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

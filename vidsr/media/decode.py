@@ -1,0 +1,296 @@
+"""Frame-exact decoding of frame ranges ``[start, end)`` into RGB arrays.
+
+Frame ``N`` is the frame whose pts is ``N``-th in the packet index (``probe``/``index_frames``).
+A range is decoded by seeking backwards to the keyframe at or before ``pts[start]``, skipping
+frames with a smaller pts, and stopping after ``pts[end - 1]``. When a seek lands too late
+(nothing decodes, or the first frame is already past ``pts[start]``) the seek is retried 1, 2, 4,
+8 and 16 s earlier, then from the start of the file (MPEG-TS needs this; FINDINGS, Media).
+
+Damage: a frame of the range that the decoder never delivers (its packet is corrupt, or its
+keyframe is) raises ``InputError`` naming that frame, or with ``ignore_errors=True`` is skipped and
+recorded in ``FrameDecoder.errors``. Decoder errors that lose no frame are recorded and logged only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import numpy as np
+
+from vidsr.errors import InputError, UsageError
+from vidsr.media.colour import ToRGB
+from vidsr.media.probe import MediaInfo, index_packets, main_video_stream, open_input, probe
+
+log = logging.getLogger(__name__)
+
+# Seconds to seek before pts[start] on successive tries; None = decode from the file's start.
+_BACKOFF: tuple[float | None, ...] = (0, 1, 2, 4, 8, 16, None)
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """One decoded frame.
+
+    ``rgb`` is ``(H, W, 3)`` RGB, full range, C-contiguous: ``uint8`` (0..255) for 8-bit
+    sources and ``uint16`` (0..65535) for sources with more bits, converted with the stream's
+    effective matrix and range (:mod:`vidsr.media.colour`). ``pts`` is in the stream's time
+    base; ``time`` is ``pts * time_base`` in seconds.
+    """
+
+    index: int
+    pts: int
+    time: Fraction
+    rgb: np.ndarray
+
+
+@dataclass(frozen=True)
+class DecodeDamage:
+    """A recorded decoding problem. ``index``/``pts`` name the lost frame (``lost=True``) or,
+    for a decoder error that lost no frame, the packet being decoded when it happened (may be
+    None when it cannot be attributed)."""
+
+    index: int | None
+    pts: int | None
+    message: str
+    lost: bool
+
+
+def index_frames(path: str | os.PathLike[str]) -> list[int]:
+    """Every frame's pts of the main video stream, sorted, from demuxing packets only.
+
+    Raises ``InputError`` like :func:`vidsr.media.probe.probe` for unusable files."""
+    path = Path(path)
+    with open_input(path) as container:
+        stream = main_video_stream(container, path)
+        return index_packets(container, stream, path)
+
+
+def _ffmpeg_message(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+class FrameDecoder(Iterator[DecodedFrame]):
+    """Iterator over frames ``[start, end)``; see :func:`decode_frames`.
+
+    ``errors`` lists the damage met so far (only non-empty with ``ignore_errors=True``, or for
+    decoder errors that lost no frame). Use as a context manager, or call ``close()``, to free the
+    decoder early.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        start: int = 0,
+        end: int | None = None,
+        *,
+        info: MediaInfo | None = None,
+        threads: bool = True,
+        ignore_errors: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.info = info if info is not None else probe(self.path)
+        video = self.info.video
+        count = video.frame_count
+        end = count if end is None else end
+        if not (0 <= start <= end <= count):
+            raise UsageError(f"frame range [{start}, {end}) is outside the video's {count} frames")
+        self.start, self.end = start, end
+        self.threads = threads
+        self.ignore_errors = ignore_errors
+        self.errors: list[DecodeDamage] = []
+        self._pts = video.frame_pts
+        self._index_of: dict[int, int] = {}  # pts -> first frame index with that pts
+        for i in range(start, end):
+            self._index_of.setdefault(video.frame_pts[i], i)
+        self._convert = ToRGB(
+            matrix=video.matrix, colour_range=video.range, high_bit_depth=video.bit_depth > 8
+        )
+        self._last_error: tuple[int | None, str] | None = None
+        self._gen = self._generate()
+
+    # -- iterator protocol ------------------------------------------------------------------
+
+    def __iter__(self) -> FrameDecoder:
+        return self
+
+    def __next__(self) -> DecodedFrame:
+        return next(self._gen)
+
+    def close(self) -> None:
+        """Stop decoding and release the file."""
+        self._gen.close()
+
+    def __enter__(self) -> FrameDecoder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _generate(self) -> Iterator[DecodedFrame]:
+        if self.start == self.end:
+            return
+        first = self._pts[self.start]
+        tb = self.info.video.time_base
+        attempts: list[int | None] = []
+        if self.start == 0:
+            attempts = [None]
+        else:
+            for back in _BACKOFF:
+                attempts.append(None if back is None else first - int(Fraction(back) / tb))
+        for n, seek_ts in enumerate(attempts):
+            final = n == len(attempts) - 1
+            done = yield from self._attempt(seek_ts, final=final)
+            if done:
+                return
+            log.debug(
+                "%s: seek to %s landed late for frame %d; retrying earlier",
+                self.path,
+                seek_ts,
+                self.start,
+            )
+
+    def _raw_frames(
+        self, container: av.container.InputContainer, stream: av.video.stream.VideoStream
+    ) -> Iterator[av.VideoFrame]:
+        """Decoded frames in output order; decoder/demuxer errors are remembered, not raised."""
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.FFmpegError as exc:  # damaged container: flush what the decoder holds
+                self._note_error(None, f"demuxing failed: {_ffmpeg_message(exc)}")
+                try:
+                    yield from stream.decode(None)
+                except av.FFmpegError as exc2:
+                    self._note_error(None, _ffmpeg_message(exc2))
+                return
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                self._note_error(packet.pts, _ffmpeg_message(exc))
+                continue
+            yield from frames  # type: ignore[misc]
+
+    def _note_error(self, pts: int | None, message: str) -> None:
+        self._last_error = (pts, message)
+        log.debug("%s: decoder error at pts %s: %s", self.path, pts, message)
+
+    def _attempt(self, seek_ts: int | None, *, final: bool) -> Iterator[DecodedFrame]:
+        """Decode once from ``seek_ts`` (None: from the start). Returns False - before yielding
+        anything - when the seek landed too late and an earlier one should be tried."""
+        start, end = self.start, self.end
+        first, last = self._pts[start], self._pts[end - 1]
+        video = self.info.video
+        self._last_error = None
+        errors_before = len(self.errors)
+        with open_input(self.path) as container:
+            stream = main_video_stream(container, self.path)
+            stream.thread_type = "AUTO" if self.threads else "NONE"
+            if seek_ts is not None:
+                try:
+                    container.seek(seek_ts, stream=stream, backward=True)
+                except av.FFmpegError as exc:
+                    log.debug("%s: seek to %d failed: %s", self.path, seek_ts, exc)
+                    if not final:
+                        return False
+            expect = start
+            yielded = False
+            for frame in self._raw_frames(container, stream):
+                pts = frame.pts if frame.pts is not None else frame.dts
+                if pts is None:  # no timestamp at all: assume decode order is the index order
+                    pts = self._pts[expect]
+                if pts < first:
+                    continue
+                if pts > last:
+                    break
+                i = self._index_of.get(pts)
+                if i is not None and i < expect and self._pts[expect] == pts:
+                    i = expect  # a duplicated pts: frames that share it are taken in order
+                if i is None or i < expect:  # not a frame of the index, or a repeat
+                    log.debug("%s: skipping unexpected frame pts %d", self.path, pts)
+                    continue
+                if i > expect:
+                    if not yielded and not final:
+                        return False
+                    self._lost(expect, i)
+                if frame.width != video.width or frame.height != video.height:
+                    raise InputError(
+                        f"{self.path}: frame {i} is {frame.width}x{frame.height}, not "
+                        f"{video.width}x{video.height}; size changes mid-stream are not supported"
+                    )
+                yield DecodedFrame(
+                    index=i, pts=pts, time=pts * video.time_base, rgb=self._convert(frame)
+                )
+                yielded = True
+                expect = i + 1
+                if expect >= end:
+                    break
+            if expect < end:
+                if not yielded and not final:
+                    del self.errors[errors_before:]
+                    return False
+                self._lost(expect, end)
+            if self._last_error is not None and len(self.errors) == errors_before:
+                pts, message = self._last_error
+                self.errors.append(
+                    DecodeDamage(
+                        index=self._index_of.get(pts) if pts is not None else None,
+                        pts=pts,
+                        message=message,
+                        lost=False,
+                    )
+                )
+                log.warning("%s: decoder error (no frame lost): %s", self.path, message)
+        return True
+
+    def _lost(self, a: int, b: int) -> None:
+        """Frames ``[a, b)`` were never delivered."""
+        reason = self._last_error[1] if self._last_error else "the decoder produced no picture"
+        if not self.ignore_errors:
+            time = float(self._pts[a] * self.info.video.time_base)
+            more = f" (and {b - a - 1} more)" if b - a > 1 else ""
+            raise InputError(
+                f"{self.path}: cannot decode frame {a} (pts {self._pts[a]}, {time:.3f} s){more}: "
+                f"{reason}; the file is damaged (ignoring errors skips damaged frames)"
+            )
+        for i in range(a, b):
+            self.errors.append(DecodeDamage(index=i, pts=self._pts[i], message=reason, lost=True))
+        log.warning(
+            "%s: skipped %d undecodable frame(s) from frame %d: %s", self.path, b - a, a, reason
+        )
+
+
+def decode_frames(
+    path: str | os.PathLike[str],
+    start: int = 0,
+    end: int | None = None,
+    *,
+    info: MediaInfo | None = None,
+    threads: bool = True,
+    ignore_errors: bool = False,
+) -> FrameDecoder:
+    """Decode frames ``[start, end)`` (``end=None``: to the last frame) of ``path``'s main video.
+
+    Yields :class:`DecodedFrame` in index order, each exactly once. ``info`` (from
+    :func:`~vidsr.media.probe.probe`) saves probing again. ``threads`` enables FFmpeg's frame and
+    slice threading (``thread_type="AUTO"``). A frame that cannot be decoded raises
+    ``InputError`` naming it; with ``ignore_errors`` it is skipped and recorded in the returned
+    iterator's ``errors`` list. A bad range raises ``UsageError``.
+    """
+    return FrameDecoder(path, start, end, info=info, threads=threads, ignore_errors=ignore_errors)

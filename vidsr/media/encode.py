@@ -1,0 +1,303 @@
+"""Encode RGB frames into a video-only file with PyAV, every frame at its source pts.
+
+A raw-frame pipe into ffmpeg throws timestamps away (FINDINGS, Media); here each frame is encoded
+with the pts it had in the source, in the source's time base, so VFR stays VFR and a late video
+start stays late. The file holds only the video stream; :func:`vidsr.media.remux.remux` adds
+every other stream of the source afterwards. It is written to a temporary file beside the target
+and renamed on :meth:`VideoEncoder.close` (nothing partial ever has the final name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import av
+import numpy as np
+
+from vidsr.errors import PipelineError, UsageError
+from vidsr.files import atomic_output
+from vidsr.media import colour
+from vidsr.media.colour import ColourTags, FromRGB
+
+if TYPE_CHECKING:
+    from vidsr.media.probe import MediaInfo
+
+log = logging.getLogger(__name__)
+
+#: Default encoder options per codec (quality first; override with ``crf``/``preset``/``options``).
+#: ffv1 is lossless. nvenc entries apply where an NVIDIA encoder is usable (:func:`encoder_available`).
+CODEC_DEFAULTS: dict[str, dict[str, str]] = {
+    "libx264": {"crf": "18", "preset": "medium"},
+    "libx265": {"crf": "20", "preset": "medium", "x265-params": "log-level=error"},
+    "libsvtav1": {"crf": "28", "preset": "8"},
+    "ffv1": {"level": "3", "slicecrc": "1"},
+    "h264_nvenc": {"preset": "p5", "tune": "hq", "rc": "vbr", "cq": "19", "b": "0"},
+    "hevc_nvenc": {"preset": "p5", "tune": "hq", "rc": "vbr", "cq": "21", "b": "0"},
+    "av1_nvenc": {"preset": "p5", "tune": "hq", "rc": "vbr", "cq": "28", "b": "0"},
+}
+# Codecs whose "quality" knob is not called crf.
+_CRF_OPTION = {"h264_nvenc": "cq", "hevc_nvenc": "cq", "av1_nvenc": "cq"}
+_MOV_SUFFIXES = {".mp4", ".m4v", ".mov"}
+# Encoders that refuse odd sizes with chroma subsampling.
+_EVEN_ONLY = {"libx264", "libx265", "libsvtav1", "h264_nvenc", "hevc_nvenc", "av1_nvenc"}
+
+
+@lru_cache(maxsize=32)
+def encoder_pix_fmts(codec: str) -> tuple[str, ...]:
+    """Pixel formats encoder ``codec`` accepts (empty if unknown). Raises ``UsageError`` for an
+    encoder this FFmpeg build does not have."""
+    try:
+        c = av.codec.Codec(codec, "w")
+    except Exception:
+        raise UsageError(f"unknown video encoder {codec!r}") from None
+    if c.type != "video":
+        raise UsageError(f"{codec!r} is not a video encoder")
+    return tuple(f.name for f in (c.video_formats or ()))
+
+
+@lru_cache(maxsize=16)
+def encoder_available(codec: str) -> bool:
+    """Whether ``codec`` exists and can be opened here (nvenc needs an NVIDIA GPU and driver)."""
+    if codec not in av.codecs_available:
+        return False
+    try:
+        ctx = av.CodecContext.create(codec, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
+        ctx.time_base = Fraction(1, 25)
+        ctx.open()
+    except Exception as exc:
+        log.debug("encoder %s not usable: %s", codec, exc)
+        return False
+    return True
+
+
+def choose_pix_fmt(codec: str, source_pix_fmt: str, source_bit_depth: int) -> str:
+    """The output pixel format: the source's own if the encoder takes it (so 4:2:2/4:4:4 and
+    bit depth survive; ``yuvj*`` maps to ``yuv*``), else 10-bit 4:2:0 for >8-bit sources where
+    possible, else ``yuv420p``."""
+    supported = encoder_pix_fmts(codec)
+    src = source_pix_fmt
+    if src.startswith("yuvj"):
+        src = src.replace("yuvj", "yuv", 1)
+    if colour.is_rgb_format(src):
+        src = "yuv444p" if source_bit_depth <= 8 else "yuv444p10le"
+    candidates = [src]
+    if source_bit_depth > 8:
+        candidates += ["yuv420p10le", "p010le"]
+    candidates += ["yuv420p", "nv12"]
+    for fmt in candidates:
+        if not supported or fmt in supported:
+            return fmt
+    return supported[0]
+
+
+class VideoEncoder:
+    """Write RGB frames to a video-only file at ``path`` (container from its suffix; mkv is the
+    usual choice), each with its own pts.
+
+    ``time_base`` is the unit of the pts passed to :meth:`write` (normally the source stream's
+    time base). ``colour`` gives the tags written on the stream, and its matrix/range drive the
+    RGB->YUV conversion - pass :func:`vidsr.media.colour.output_tags` of the source (as
+    :meth:`from_source` does) so decode and encode use the same matrix. ``rotation`` (degrees
+    counter-clockwise, as probed) is written as a display matrix; ``sar`` as the sample aspect
+    ratio. ``rate`` is only a hint for rate control (timestamps come from the pts). ``crf``,
+    ``preset`` and ``options`` override :data:`CODEC_DEFAULTS`. ``pix_fmt`` defaults to
+    :func:`choose_pix_fmt` of ``source_pix_fmt``/``source_bit_depth``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        width: int,
+        height: int,
+        time_base: Fraction,
+        codec: str = "libx264",
+        crf: float | None = None,
+        preset: str | None = None,
+        pix_fmt: str | None = None,
+        options: dict[str, str] | None = None,
+        colour_tags: ColourTags | None = None,
+        source_pix_fmt: str = "yuv420p",
+        source_bit_depth: int = 8,
+        rotation: int = 0,
+        sar: Fraction | None = None,
+        rate: Fraction | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.width, self.height = int(width), int(height)
+        self.time_base = Fraction(time_base)
+        self.codec = codec
+        self.pix_fmt = pix_fmt or choose_pix_fmt(codec, source_pix_fmt, source_bit_depth)
+        supported = encoder_pix_fmts(codec)
+        if supported and self.pix_fmt not in supported:
+            raise UsageError(
+                f"{codec} cannot encode {self.pix_fmt} (it takes {', '.join(supported)})"
+            )
+        fmt = av.VideoFormat(self.pix_fmt, self.width, self.height)
+        odd = self.width % 2 or self.height % 2
+        subsampled = fmt.chroma_width != self.width or fmt.chroma_height != self.height
+        if odd and subsampled and codec in _EVEN_ONLY:
+            raise UsageError(
+                f"{codec} cannot encode {self.pix_fmt} at the odd size {self.width}x{self.height}; "
+                "use ffv1, a 4:4:4 pixel format, or an even size"
+            )
+        tags = colour_tags or ColourTags()
+        if colour.is_rgb_format(self.pix_fmt):
+            matrix, colour_range = colour.MATRIX_RGB, colour.RANGE_FULL
+        else:
+            matrix = colour.effective_matrix(tags.matrix, self.width, self.height, self.pix_fmt)
+            colour_range = colour.effective_range(tags.range, self.pix_fmt)
+        self.colour = ColourTags(tags.primaries, tags.transfer, matrix, colour_range)
+        self._convert = FromRGB(pix_fmt=self.pix_fmt, matrix=matrix, colour_range=colour_range)
+
+        opts = dict(CODEC_DEFAULTS.get(codec, {}))
+        if crf is not None:
+            opts[_CRF_OPTION.get(codec, "crf")] = f"{crf:g}"
+        if preset is not None:
+            opts["preset"] = str(preset)
+        opts.update(options or {})
+        self.options = opts
+
+        self.frames_written = 0
+        self._last_pts: int | None = None
+        self._closed = False
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_output(self.path))
+        try:
+            container_options = {}
+            if self.path.suffix.lower() in _MOV_SUFFIXES:
+                # MP4/MOV store a start offset (edit list) in the movie timescale, 1 ms by
+                # default: a video starting at 1.48333 s would move by 0.33 ms. Use ours.
+                container_options["movie_timescale"] = str(self.time_base.denominator)
+            self._container = av.open(str(tmp), "w", options=container_options)
+            stream = self._container.add_stream(codec, rate=rate or None, options=opts)
+            stream.width, stream.height, stream.pix_fmt = self.width, self.height, self.pix_fmt
+            cc = stream.codec_context
+            cc.time_base = self.time_base
+            stream.time_base = self.time_base
+            cc.color_primaries = self.colour.primaries
+            cc.color_trc = self.colour.transfer
+            cc.colorspace = self.colour.matrix
+            cc.color_range = self.colour.range
+            if sar:
+                cc.sample_aspect_ratio = Fraction(sar)
+            if rotation:
+                stream.set_display_rotation(rotation)
+            self._stream = stream
+        except BaseException as exc:
+            self._discard(exc)
+            if isinstance(exc, av.FFmpegError | ValueError):
+                raise PipelineError(f"cannot set up the {codec} encoder: {exc}") from exc
+            raise
+
+    @classmethod
+    def from_source(
+        cls,
+        path: str | os.PathLike[str],
+        info: MediaInfo,
+        *,
+        scale: int = 1,
+        width: int | None = None,
+        height: int | None = None,
+        **kwargs: Any,
+    ) -> VideoEncoder:
+        """An encoder for ``info``'s video upscaled by ``scale`` (or to ``width``x``height``):
+        same time base, colour tags (:func:`~vidsr.media.colour.output_tags`), bit depth,
+        rotation, sample aspect ratio and rate hint. ``kwargs`` go to the constructor."""
+        v = info.video
+        kwargs.setdefault(
+            "colour_tags",
+            colour.output_tags(v.colour, width=v.width, height=v.height, pix_fmt=v.pix_fmt),
+        )
+        return cls(
+            path,
+            width=width or v.width * scale,
+            height=height or v.height * scale,
+            time_base=v.time_base,
+            source_pix_fmt=v.pix_fmt,
+            source_bit_depth=v.bit_depth,
+            rotation=v.rotation,
+            sar=v.sample_aspect_ratio,
+            rate=v.avg_rate or None,
+            **kwargs,
+        )
+
+    # -----------------------------------------------------------------------------------------
+
+    def write(self, rgb: np.ndarray, pts: int) -> None:
+        """Encode one frame. ``rgb``: ``(height, width, 3)`` RGB, full range, ``uint8``,
+        ``uint16`` (0..65535) or float (0..1). ``pts``: in ``time_base`` units, strictly
+        increasing from call to call."""
+        if self._closed:
+            raise PipelineError(f"{self.path}: write after close")
+        if rgb.shape[:2] != (self.height, self.width):
+            raise PipelineError(
+                f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the encoder expects "
+                f"{self.width}x{self.height}"
+            )
+        pts = int(pts)
+        if self._last_pts is not None and pts <= self._last_pts:
+            raise PipelineError(
+                f"{self.path}: frame pts {pts} does not follow {self._last_pts} (pts must increase)"
+            )
+        frame = self._convert(rgb)
+        frame.pts = pts
+        frame.time_base = self.time_base
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except av.FFmpegError as exc:
+            raise PipelineError(
+                f"{self.codec} failed to encode the frame at pts {pts}: {exc}"
+            ) from exc
+        self._last_pts = pts
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder, finish the file and move it to its final name."""
+        if self._closed:
+            return
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+        except BaseException as exc:
+            self._discard(exc)
+            if isinstance(exc, av.FFmpegError):
+                raise PipelineError(f"{self.codec}: finishing {self.path} failed: {exc}") from exc
+            raise
+        self._closed = True
+        self._stack.close()  # rename into place
+
+    def abort(self) -> None:
+        """Stop and delete the partial file."""
+        if not self._closed:
+            with contextlib.suppress(Exception):
+                self._container.close()
+            self._discard(PipelineError("aborted"))
+
+    def _discard(self, exc: BaseException) -> None:
+        self._closed = True
+        self._stack.__exit__(type(exc), exc, exc.__traceback__)
+
+    def __enter__(self) -> VideoEncoder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,405 @@
+"""Probe a media file into frozen, typed records (``MediaInfo``).
+
+Frame counting follows the measured recipe (FINDINGS, Media): demux the video stream's packets
+only (milliseconds, no decoding) and keep the sorted pts of packets that have data, a pts and no
+discard flag. Frame ``N`` is ``video.frame_pts[N]``; the frame count is the length of that list
+- never ``duration x rate`` or the container's frame counter. One frame is decoded to prove the
+stream decodes and to read what only frames carry (rotation, colour tags, pixel format).
+
+Times are ``Fraction`` seconds; rates and time bases are ``Fraction``. Every failure a user can
+cause (missing file, not media, no video, nothing decodable) is an ``InputError`` with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+from av.stream import Discard, Disposition
+
+from vidsr.errors import InputError
+from vidsr.media import colour
+
+log = logging.getLogger(__name__)
+
+_AV_TIME_BASE = 1_000_000
+# Formats/codecs libavformat will happily "open" that are not video: a .txt file becomes an
+# ANSI-art video through the tty demuxer.
+_NOT_VIDEO_FORMATS = {"tty"}
+_NOT_VIDEO_CODECS = {"ansi"}
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """A stream other than the main video: audio, subtitle, attachment, data, cover art, or
+    another video stream. ``index`` is the stream index in the source file.
+    ``is_chapter_track``: MP4/MOV keep chapters in a text track that libavformat shows as a
+    discarded data stream; it is not a stream to copy (``remux`` copies the chapters)."""
+
+    index: int
+    type: str  # "audio" | "subtitle" | "attachment" | "data" | "video" | "unknown"
+    codec: str | None
+    language: str | None
+    title: str | None
+    default: bool
+    forced: bool
+    dispositions: tuple[str, ...]
+    is_cover_art: bool = False
+    is_chapter_track: bool = False
+    filename: str | None = None  # attachments and mkv cover art
+    mimetype: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class ChapterInfo:
+    """A chapter: ``start``/``end`` in seconds, its title if any."""
+
+    start: Fraction
+    end: Fraction
+    title: str | None
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """The main video stream.
+
+    ``frame_pts`` holds every frame's pts (in ``time_base`` units) in presentation order; frame
+    ``N`` is the frame whose pts is ``frame_pts[N]``. ``colour`` is what the stream is tagged
+    with; ``matrix``/``range`` are what decoding uses (tags, else the resolution fallback - see
+    :mod:`vidsr.media.colour`). ``rotation`` is the display matrix's counter-clockwise angle in
+    degrees (0, 90, 180 or -90 in practice). ``start_time`` is the first frame's time;
+    ``start_offset`` is that minus the container's start (how long the video starts after the
+    earliest stream).
+    """
+
+    index: int
+    codec: str
+    profile: str | None
+    width: int
+    height: int
+    pix_fmt: str
+    bit_depth: int
+    time_base: Fraction
+    frame_pts: tuple[int, ...]
+    avg_rate: Fraction
+    is_vfr: bool
+    colour: colour.ColourTags
+    matrix: int
+    range: int
+    rotation: int
+    sample_aspect_ratio: Fraction
+    start_time: Fraction
+    start_offset: Fraction
+    language: str | None = None
+    title: str | None = None
+    dispositions: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def frame_count(self) -> int:
+        """Exact number of frames (``len(frame_pts)``)."""
+        return len(self.frame_pts)
+
+    def frame_time(self, n: int) -> Fraction:
+        """Presentation time of frame ``n`` in seconds."""
+        return self.frame_pts[n] * self.time_base
+
+    @property
+    def duration(self) -> Fraction:
+        """First frame's start to last frame's end (the last frame lasts the median delta)."""
+        pts = self.frame_pts
+        if len(pts) < 2:
+            return 1 / self.avg_rate if self.avg_rate else Fraction(0)
+        deltas = sorted(b - a for a, b in itertools.pairwise(pts))
+        return (pts[-1] - pts[0] + deltas[len(deltas) // 2]) * self.time_base
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """Everything the pipeline needs to know about a source file."""
+
+    path: Path
+    format: str
+    title: str | None
+    duration: Fraction | None
+    start_time: Fraction
+    video: VideoInfo
+    streams: tuple[StreamInfo, ...]
+    chapters: tuple[ChapterInfo, ...]
+    has_other_video: bool
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def cover_art(self) -> tuple[StreamInfo, ...]:
+        """Attached pictures (shown as video streams by libavformat)."""
+        return tuple(s for s in self.streams if s.is_cover_art)
+
+    @property
+    def copied_streams(self) -> tuple[StreamInfo, ...]:
+        """The streams ``remux`` carries over (all but MP4 chapter tracks)."""
+        return tuple(s for s in self.streams if not s.is_chapter_track)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _meta(md: Mapping[str, str], key: str) -> str | None:
+    """Case-insensitive metadata lookup (mkv writes ``title``, some muxers ``TITLE``)."""
+    for k, v in md.items():
+        if k.lower() == key:
+            return v or None
+    return None
+
+
+def _dispositions(stream: av.stream.Stream) -> tuple[str, ...]:
+    flags = int(stream.disposition)
+    return tuple(d.name for d in Disposition if d.name and flags & int(d))
+
+
+def _codec_name(stream: av.stream.Stream) -> str | None:
+    """The codec's canonical (codec id) name: ``ass``/``subrip``, not the decoder's
+    ``ssa``/``srt``. None where PyAV exposes no codec (attachments)."""
+    try:
+        cc = stream.codec_context
+        if cc is not None:
+            return cc.codec.canonical_name
+    except Exception:  # attachment and data streams may have no codec context
+        pass
+    try:
+        return stream.codec.canonical_name
+    except Exception:
+        return None
+
+
+def _is_cover(stream: av.stream.Stream) -> bool:
+    return stream.type == "video" and bool(int(stream.disposition) & int(Disposition.attached_pic))
+
+
+def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    """``av.open`` for reading, with every failure turned into a one-line ``InputError``."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not a video file")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{p}: not readable (permission denied)")
+    try:
+        return av.open(str(p), "r")
+    except av.error.InvalidDataError:
+        raise InputError(f"{p}: not a media file (or a format ffmpeg cannot read)") from None
+    except (av.FFmpegError, OSError) as exc:
+        raise InputError(f"{p}: cannot open: {exc}") from None
+
+
+def main_video_stream(
+    container: av.container.InputContainer, path: str | os.PathLike[str]
+) -> av.video.stream.VideoStream:
+    """The main video stream: the first video stream that is not cover art. Raises
+    ``InputError`` for text read as video and for files without a video stream."""
+    fmt = container.format.name
+    videos = [s for s in container.streams.video if not _is_cover(s)]
+    if fmt in _NOT_VIDEO_FORMATS or any(_codec_name(s) in _NOT_VIDEO_CODECS for s in videos):
+        raise InputError(f"{path}: not a video file (ffmpeg reads it as text art)")
+    if not videos:
+        others = sorted({s.type for s in container.streams})
+        what = f" (it has: {', '.join(others)})" if others else ""
+        covers = any(_is_cover(s) for s in container.streams)
+        raise InputError(f"{path}: no video stream{' besides cover art' if covers else ''}{what}")
+    return videos[0]
+
+
+def _stream_by_index(
+    container: av.container.InputContainer, index: int
+) -> av.video.stream.VideoStream:
+    """The stream with stream index ``index`` (``container.streams[i]`` is not by index)."""
+    for s in container.streams:
+        if s.index == index:
+            return s  # type: ignore[return-value]
+    raise InputError(f"{container.name}: stream {index} not found")
+
+
+def index_packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path
+) -> list[int]:
+    """Sorted pts of the stream's frames, from packets only (see module docstring)."""
+    pts: list[int] = []
+    missing = 0
+    try:
+        for packet in container.demux(stream):
+            if not packet.size or packet.is_discard:
+                continue
+            if packet.pts is None:
+                missing += 1
+                continue
+            pts.append(packet.pts)
+    except av.FFmpegError as exc:
+        # A damaged tail: keep what was read before it (the decoder will report the rest).
+        log.warning("%s: demuxing stopped early: %s", path, exc)
+    if missing:
+        raise InputError(
+            f"{path}: {missing} video packets have no timestamp (a raw or damaged stream); "
+            "frames cannot be counted exactly - remux it first, e.g. "
+            "ffmpeg -fflags +genpts -i IN -c copy OUT.mkv"
+        )
+    pts.sort()
+    return pts
+
+
+def _first_frame(path: Path, index: int) -> av.VideoFrame | None:
+    """The first frame that decodes, or None if none does."""
+    with open_input(path) as container:
+        stream = _stream_by_index(container, index)
+        stream.thread_type = "AUTO"
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                continue
+            for frame in frames:
+                return frame  # type: ignore[return-value]
+    return None
+
+
+def _iter_chapters(container: av.container.InputContainer) -> Iterator[ChapterInfo]:
+    for ch in container.chapters():
+        tb = ch.get("time_base") or Fraction(1, _AV_TIME_BASE)
+        md = dict(ch.get("metadata") or {})
+        yield ChapterInfo(
+            start=ch["start"] * tb, end=ch["end"] * tb, title=_meta(md, "title"), metadata=md
+        )
+
+
+def _stream_info(s: Any) -> StreamInfo:
+    md = dict(s.metadata)
+    filename = _meta(md, "filename")
+    mimetype = _meta(md, "mimetype")
+    if s.type == "attachment" and mimetype is None:
+        try:
+            mimetype = s.mimetype
+        except Exception:
+            mimetype = None
+    disp = int(s.disposition)
+    discarded = int(s.discard) == int(Discard.all)
+    return StreamInfo(
+        index=s.index,
+        type=s.type,
+        codec=_codec_name(s),
+        language=s.language or _meta(md, "language"),
+        title=_meta(md, "title") or _meta(md, "name"),  # MP4 stores track titles as "name"
+        default=bool(disp & int(Disposition.default)),
+        forced=bool(disp & int(Disposition.forced)),
+        dispositions=_dispositions(s),
+        is_cover_art=_is_cover(s),
+        is_chapter_track=s.type == "data" and discarded,
+        filename=filename,
+        mimetype=mimetype,
+        metadata=md,
+    )
+
+
+# --- probe --------------------------------------------------------------------------------------
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    """Probe ``path``. Raises ``InputError`` (one line) for a missing file, a file that is not
+    media, a file with no video stream (cover art does not count) or with no decodable frame."""
+    path = Path(path)
+    with open_input(path) as container:
+        fmt = container.format.name
+        main = main_video_stream(container, path)
+        index = main.index
+        time_base = main.time_base or Fraction(1, _AV_TIME_BASE)
+        frame_pts = index_packets(container, main, path)
+        if not frame_pts:
+            raise InputError(f"{path}: the video stream has no frames")
+
+        cc = main.codec_context
+        container_start = Fraction(container.start_time or 0, _AV_TIME_BASE)
+        duration = Fraction(container.duration, _AV_TIME_BASE) if container.duration else None
+        md = dict(container.metadata)
+        vmd = dict(main.metadata)
+        others = tuple(_stream_info(s) for s in container.streams if s.index != index)
+        chapters = tuple(_iter_chapters(container))
+        rate = main.average_rate or main.guessed_rate
+        codec = _codec_name(main) or cc.name
+        profile = main.profile
+        sar = main.sample_aspect_ratio or cc.sample_aspect_ratio or Fraction(1)
+        cc_colour = (cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range)
+        rotate_tag = _meta(vmd, "rotate")
+        v_lang = main.language or _meta(vmd, "language")
+        v_disp = _dispositions(main)
+
+    frame = _first_frame(path, index)
+    if frame is None:
+        raise InputError(f"{path}: none of its {len(frame_pts)} video frames can be decoded")
+
+    # Tags: the decoded frame's (from the bitstream) where set, else the container's.
+    def pick(frame_value: int, cc_value: int, unspecified: int) -> int:
+        return int(frame_value) if int(frame_value) != unspecified else int(cc_value)
+
+    tags = colour.ColourTags(
+        primaries=pick(frame.color_primaries, cc_colour[0], colour.PRIMARIES_UNSPECIFIED),
+        transfer=pick(frame.color_trc, cc_colour[1], colour.TRANSFER_UNSPECIFIED),
+        matrix=pick(frame.colorspace, cc_colour[2], colour.MATRIX_UNSPECIFIED),
+        range=pick(frame.color_range, cc_colour[3], colour.RANGE_UNSPECIFIED),
+    )
+    pix_fmt = frame.format.name
+    width, height = frame.width, frame.height
+    rotation = int(frame.rotation)
+    if rotation == 0 and rotate_tag:
+        with contextlib.suppress(ValueError):
+            rotation = -int(float(rotate_tag))  # legacy tag is clockwise
+
+    deltas = [b - a for a, b in itertools.pairwise(frame_pts)]
+    is_vfr = bool(deltas) and max(deltas) - min(deltas) > 1
+    if not rate and len(frame_pts) > 1:
+        rate = Fraction(len(frame_pts) - 1) / ((frame_pts[-1] - frame_pts[0]) * time_base)
+    video_start = frame_pts[0] * time_base
+
+    video = VideoInfo(
+        index=index,
+        codec=codec,
+        profile=profile,
+        width=width,
+        height=height,
+        pix_fmt=pix_fmt,
+        bit_depth=colour.bit_depth(pix_fmt),
+        time_base=time_base,
+        frame_pts=tuple(frame_pts),
+        avg_rate=Fraction(rate) if rate else Fraction(0),
+        is_vfr=is_vfr,
+        colour=tags,
+        matrix=colour.effective_matrix(tags.matrix, width, height, pix_fmt),
+        range=colour.effective_range(tags.range, pix_fmt),
+        rotation=rotation,
+        sample_aspect_ratio=Fraction(sar),
+        start_time=video_start,
+        start_offset=video_start - container_start,
+        language=v_lang,
+        title=_meta(vmd, "title") or _meta(vmd, "name"),
+        dispositions=v_disp,
+        metadata=vmd,
+    )
+    return MediaInfo(
+        path=path,
+        format=fmt,
+        title=_meta(md, "title"),
+        duration=duration,
+        start_time=container_start,
+        video=video,
+        streams=others,
+        chapters=chapters,
+        has_other_video=any(s.type == "video" and not s.is_cover_art for s in others),
+        metadata=md,
+    )

@@ -1,0 +1,424 @@
+"""Upscaling a video: decode thread -> bounded queue -> batched inference -> encoder process.
+
+``upscale_segment`` does one frame range [start, end) into a video-only file (the unit that
+chunked jobs reuse); ``upscale_video`` does a whole file: plan, segment, remux every other
+stream from the source, rename into place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidsr.errors import PipelineError, UsageError
+from vidsr.pipeline.encoder_process import EncoderProcess
+from vidsr.pipeline.infer import Upscaler, scaled_size
+from vidsr.pipeline.stages import ProducerThread, StageStats
+
+Event = dict[str, Any]
+EventSink = Callable[[Event], None]
+
+_TILES_ON_OOM = (512, 256, 128)
+
+
+@dataclass
+class SegmentResult:
+    """What one segment run did: frames written and each stage's figures."""
+
+    frames: int
+    stages: dict[str, StageStats]
+    damaged: list[str] = field(default_factory=list)
+
+
+def auto_batch_size(upscaler: Upscaler, height: int, width: int) -> int:
+    """Batch size from free device memory on CUDA (a few frames at most); 1 on the CPU,
+    where batching does not help (measured: batch 4 vs 1 changes little)."""
+    if upscaler.device.type != "cuda":
+        return 1
+    free, _total = torch.cuda.mem_get_info(upscaler.device)
+    # Activation memory of the widest layer, at the working precision, with headroom.
+    per_frame = height * width * 64 * 2 * 4 + (height * width * upscaler.net_scale**2 * 3 * 4)
+    return int(max(1, min(16, (free * 0.5) // max(per_frame, 1))))
+
+
+class ResilientInfer:
+    """Runs the upscaler on a batch; on CUDA out-of-memory retries smaller batches, then a
+    single frame in tiles, before failing. Never drops or duplicates a frame."""
+
+    def __init__(self, upscaler: Upscaler) -> None:
+        self.upscaler = upscaler
+        self.max_batch: int | None = None
+        self.tiled: Upscaler | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.max_batch is not None and x.shape[0] > self.max_batch:
+            parts = torch.split(x, self.max_batch)
+            return torch.cat([self(p) for p in parts])
+        try:
+            return (self.tiled or self.upscaler)(x)
+        except torch.cuda.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if x.shape[0] > 1:
+                self.max_batch = max(1, x.shape[0] // 2)
+                return self(x)
+            return self._tiled_single(x)
+
+    def _tiled_single(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.upscaler
+        tiles = [t for t in _TILES_ON_OOM if not (self.tiled and t >= self.tiled.tile)]
+        for tile in tiles:
+            self.tiled = Upscaler(
+                base.net,
+                device=base.device,
+                dtype=base.dtype,
+                tile=tile,
+                tile_pad=base.tile_pad,
+                scale=base.scale if base.scale != base.net_scale else None,
+            )
+            try:
+                return self.tiled(x)
+            except torch.cuda.OutOfMemoryError:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        raise PipelineError(
+            f"out of GPU memory even for one frame in {_TILES_ON_OOM[-1]}-pixel tiles; "
+            "use a smaller model or --device cpu"
+        )
+
+
+def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for f in frames:
+        batch.append(f)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def upscale_segment(
+    frames: Any,
+    *,
+    upscaler: Upscaler,
+    encoder_kwargs: dict[str, Any],
+    out_shape: tuple[int, int, int],
+    out_dtype: np.dtype,
+    batch_size: int,
+    on_frames: Callable[[int], None] | None = None,
+) -> SegmentResult:
+    """Run decoded ``frames`` (an iterable of objects with ``.rgb`` (H, W, 3) uint8/uint16
+    and ``.pts``) through the model into an encoder process writing ``encoder_kwargs``.
+
+    ``on_frames(n)`` is called after each batch is handed to the encoder.
+    """
+    decode = StageStats("decode")
+    infer_stats = StageStats("infer")
+    encode = StageStats("encode")
+    infer = ResilientInfer(upscaler)
+    device = upscaler.device
+    peak = float(np.iinfo(out_dtype).max)
+    producer = ProducerThread(frames, maxsize=max(4, 2 * batch_size), stats=decode)
+    encoder = EncoderProcess(
+        encoder_kwargs, shape=out_shape, dtype=out_dtype, slots=max(4, 2 * batch_size)
+    )
+    staging: torch.Tensor | None = None
+    written = 0
+    try:
+        for batch in _batches(iter(producer), batch_size):
+            t0 = time.perf_counter()
+            host = np.stack([f.rgb for f in batch])  # (N, H, W, 3)
+            src = torch.from_numpy(host)
+            if device.type == "cuda":
+                if staging is None or staging.shape != src.shape:
+                    staging = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
+                staging.copy_(src)
+                src = staging
+            with torch.inference_mode():
+                x = src.to(device, non_blocking=True).permute(0, 3, 1, 2)
+                x = x.to(torch.float32).div_(float(np.iinfo(host.dtype).max))
+                y = infer(x)
+                out = y.mul_(peak).round_().to(torch.int32 if peak > 255 else torch.uint8)
+                out = out.permute(0, 2, 3, 1).cpu().numpy().astype(out_dtype, copy=False)
+            infer_stats.busy_seconds += time.perf_counter() - t0
+            infer_stats.frames += len(batch)
+            for frame, pixels in zip(batch, out, strict=True):
+                slot, view = encoder.acquire()
+                view[...] = pixels
+                encoder.submit(slot, frame.pts)
+            written += len(batch)
+            if on_frames:
+                on_frames(len(batch))
+        stats = encoder.finish()
+        encode.frames, encode.busy_seconds = stats.frames, stats.busy_seconds
+        if stats.frames != written:
+            raise PipelineError(f"encoder wrote {stats.frames} frames, expected {written}")
+    finally:
+        producer.stop()
+        encoder.close()
+    damaged = list(getattr(frames, "errors", []) or [])
+    return SegmentResult(
+        written, {"decode": decode, "infer": infer_stats, "encode": encode}, damaged
+    )
+
+
+# --- whole files --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """How the upscaled video is encoded (None = the codec's default)."""
+
+    codec: str = "libx264"
+    crf: float | None = None
+    preset: str | None = None
+    pix_fmt: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    def encoder_kwargs(self) -> dict[str, Any]:
+        return {
+            "codec": self.codec,
+            "crf": self.crf,
+            "preset": self.preset,
+            "pix_fmt": self.pix_fmt,
+            "options": dict(self.options),
+        }
+
+
+@dataclass
+class VideoPlan:
+    """What a run will do, decided before any work (``--dry-run`` prints it)."""
+
+    input: Path
+    output: Path
+    info: Any  # MediaInfo
+    model: str
+    scale: float
+    out_width: int
+    out_height: int
+    encode: EncodeConfig
+    kept: list[str]
+    dropped: list[str]
+
+    @property
+    def frames(self) -> int:
+        return self.info.video.frame_count
+
+
+@dataclass
+class UpscaleResult:
+    """The outcome of ``upscale_video``: frames, the output, and each stage's figures."""
+
+    input: Path
+    output: Path
+    frames: int
+    seconds: float
+    stages: dict[str, StageStats]
+    model: str
+    device: str
+    precision: str
+    batch_size: int
+    damaged: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def bound(self) -> str:
+        """The stage that spent the most time working: the one that bounds the run."""
+        return max(self.stages.values(), key=lambda s: s.busy_seconds).name
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "input": str(self.input),
+            "output": str(self.output),
+            "frames": self.frames,
+            "seconds": round(self.seconds, 3),
+            "fps": round(self.fps, 3),
+            "model": self.model,
+            "device": self.device,
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "bound": self.bound,
+            "stages": {k: v.as_dict() for k, v in self.stages.items()},
+            "damaged": self.damaged,
+        }
+
+
+def _label(model: str) -> str:
+    p = Path(model)
+    return p.stem if p.suffix.lower() in (".pth", ".pt", ".safetensors", ".param") else model
+
+
+def default_video_output(input_path: Path, model: str, scale: float) -> Path:
+    """``<stem>.<model>.x<scale>.mkv`` beside the input."""
+    label = str(int(scale)) if float(scale).is_integer() else f"{scale:g}"
+    return input_path.with_name(f"{input_path.stem}.{_label(model)}.x{label}.mkv")
+
+
+def _describe(s: Any) -> str:
+    bits = [f"#{s.index} {s.type}", s.codec or "?"]
+    if s.language:
+        bits.append(s.language)
+    if s.title:
+        bits.append(repr(s.title))
+    if getattr(s, "filename", None):
+        bits.append(s.filename)
+    return " ".join(bits)
+
+
+def plan_video(
+    input_path: Path,
+    output: Path | None,
+    *,
+    model: str,
+    scale: float | None,
+    encode: EncodeConfig,
+    overwrite: bool,
+) -> VideoPlan:
+    """Probe, choose the output, and refuse early: an existing output, an output equal to
+    the input, or a container that cannot carry every stream (suggesting .mkv)."""
+    from vidsr.files import check_output_path
+    from vidsr.media.probe import probe
+    from vidsr.media.remux import check_container_support
+    from vidsr.models.loader import check_model_spec, expected_scale
+
+    info = probe(input_path)
+    check_model_spec(model)
+    final_scale = float(scale) if scale else float(expected_scale(model))
+    output = Path(output) if output else default_video_output(input_path, model, final_scale)
+    check_output_path(output, overwrite=overwrite, inputs=(input_path,))
+    problems = check_container_support(info, output.suffix, encode.codec)
+    if problems:
+        raise UsageError(
+            f"{output.suffix} cannot carry everything in {input_path.name}: "
+            + "; ".join(problems)
+            + " - write .mkv instead"
+        )
+    v = info.video
+    native = expected_scale(model)
+    oh, ow = scaled_size(v.height, v.width, final_scale, native, even=True)
+    kept = [_describe(s) for s in info.copied_streams]
+    return VideoPlan(input_path, output, info, model, final_scale, ow, oh, encode, kept, [])
+
+
+def upscale_video(
+    plan: VideoPlan,
+    upscaler: Upscaler,
+    *,
+    batch_size: int = 0,
+    ignore_errors: bool = False,
+    on_event: EventSink | None = None,
+) -> UpscaleResult:
+    """Run a plan: decode -> infer -> encode the video into a hidden file beside the output,
+    then remux every other stream of the source into the output (atomically)."""
+    from vidsr.files import temp_path_for
+    from vidsr.media.decode import decode_frames
+    from vidsr.media.remux import remux
+
+    emit = on_event or (lambda e: None)
+    info, v = plan.info, plan.info.video
+    bs = batch_size or auto_batch_size(upscaler, v.height, v.width)
+    out_dtype = np.dtype(np.uint16 if v.bit_depth > 8 else np.uint8)
+    upscaler.even = True
+    if upscaler.output_size(v.height, v.width) != (plan.out_height, plan.out_width):
+        raise UsageError("the model's scale differs from the plan's")
+    emit(
+        {
+            "event": "start",
+            "input": str(plan.input),
+            "output": str(plan.output),
+            "frames": plan.frames,
+            "model": plan.model,
+            "device": str(upscaler.device),
+            "precision": upscaler.precision_name,
+            "batch_size": bs,
+        }
+    )
+    t_start = time.perf_counter()
+    # The intermediate matches the output's family: mkv stores times in ms, mp4 finer.
+    mp4_like = plan.output.suffix.lower() in (".mp4", ".m4v", ".mov")
+    video_tmp = temp_path_for(plan.output.with_suffix(".video.mp4" if mp4_like else ".video.mkv"))
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        elapsed = time.perf_counter() - t_start
+        emit(
+            {
+                "event": "progress",
+                "frames": done,
+                "total": plan.frames,
+                "fps": round(done / elapsed, 3) if elapsed > 0 else None,
+            }
+        )
+
+    try:
+        frames = decode_frames(plan.input, info=info, ignore_errors=ignore_errors)
+        enc_kwargs = {
+            "path": video_tmp,
+            "info": info,
+            "width": plan.out_width,
+            "height": plan.out_height,
+            **plan.encode.encoder_kwargs(),
+        }
+        seg = upscale_segment(
+            frames,
+            upscaler=upscaler,
+            encoder_kwargs=enc_kwargs,
+            out_shape=(plan.out_height, plan.out_width, 3),
+            out_dtype=out_dtype,
+            batch_size=bs,
+            on_frames=progress,
+        )
+        if not ignore_errors and seg.frames != plan.frames:
+            raise PipelineError(f"decoded {seg.frames} frames, expected {plan.frames}")
+        t0 = time.perf_counter()
+        remux(video_tmp, plan.input, plan.output, info=info)
+        seg.stages["encode"].busy_seconds += time.perf_counter() - t0
+    finally:
+        video_tmp.unlink(missing_ok=True)
+    damaged = [getattr(d, "message", str(d)) for d in seg.damaged]
+    result = UpscaleResult(
+        plan.input,
+        plan.output,
+        seg.frames,
+        time.perf_counter() - t_start,
+        seg.stages,
+        plan.model,
+        str(upscaler.device),
+        upscaler.precision_name,
+        bs,
+        damaged,
+    )
+    emit({"event": "done", **result.as_dict()})
+    return result
+
+
+# Measured model cost per input pixel on this project's 2-core CPU machines, fp32
+# (docs/BENCHMARKS.md); scaled by layer count for other sizes of the same architecture.
+_CPU_SECONDS_PER_PIXEL = {"SRVGGNetCompact": (10e-6, 16), "RRDBNet": (270e-6, 23)}
+
+
+def estimate_seconds(plan: VideoPlan, model: str, device_type: str) -> float | None:
+    """A rough CPU time estimate for ``--dry-run``; None where there is no measurement."""
+    if device_type != "cpu":
+        return None
+    from vidsr.models.registry import find_record
+
+    record = find_record(model)
+    if record is None:
+        return None
+    per_px, layers = _CPU_SECONDS_PER_PIXEL[record.arch]
+    depth = record.kwargs.get("num_conv") or record.kwargs.get("num_block") or layers
+    v = plan.info.video
+    return plan.frames * v.width * v.height * per_px * depth / layers
