@@ -30,8 +30,8 @@ format: setup
 
 demo: setup
 	mkdir -p demo-out
-	$(BIN)/vidsr upscale samples/frame.png -o demo-out/frame.x4.png --overwrite
-	@echo "demo: wrote demo-out/frame.x4.png"
+	$(BIN)/vidsr upscale samples/clip.mkv -o demo-out/clip.x4.mkv --overwrite
+	@echo "demo: wrote demo-out/clip.x4.mkv (video x4, audio, styled subtitles, font, chapters kept)"
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from vidsr.errors import InputError, UsageError, VidsrError
+from vidsr.errors import InputError, Interrupted, UsageError, VidsrError
 
 EXIT_INTERNAL = 70
 
@@ -424,10 +426,18 @@ def models_import(file: Path, name: str | None) -> None:
     click.echo(f"imported {file} as {registered}; use --model {registered}")
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    exc = Interrupted("terminated (SIGTERM); the partial output was removed")
+    exc.exit_code = 143
+    raise exc
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors and exit codes, never a traceback for a user
     error. Set VIDSR_DEBUG=1 to see tracebacks."""
     debug = bool(os.environ.get("VIDSR_DEBUG"))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)  # unwind (cleanup runs), then exit 143
     try:
         cli.main(args=argv, prog_name="vidsr", standalone_mode=False)
     except click.exceptions.Abort:
@@ -438,13 +448,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        click.echo(f"vidsr: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except VidsrError as exc:
         if debug:
             raise
         click.echo(f"vidsr: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("vidsr: interrupted", err=True)
+        click.echo("vidsr: interrupted (Ctrl-C); the partial output was removed", err=True)
         sys.exit(130)
     except Exception as exc:  # a bug: one line, the traceback on request
         if debug:
