@@ -21,12 +21,12 @@ test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check vidsr tests
-	$(BIN)/ruff format --check vidsr tests
+	$(BIN)/ruff check vidsr tests benchmarks samples
+	$(BIN)/ruff format --check vidsr tests benchmarks samples
 
 format: setup
-	$(BIN)/ruff format vidsr tests
-	$(BIN)/ruff check --fix vidsr tests
+	$(BIN)/ruff format vidsr tests benchmarks samples
+	$(BIN)/ruff check --fix vidsr tests benchmarks samples
 
 demo: setup
 	mkdir -p demo-out

@@ -174,7 +174,46 @@ def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--json",
             "as_json",
             is_flag=True,
-            help="Print JSON lines (start, progress, done, error) instead of a bar.",
+            help="Print JSON lines (start, progress, chunk_done, done, error) instead of a bar.",
+        ),
+        click.option(
+            "--chunk-frames", type=int, default=None, help="Frames per chunk (the resumable unit)."
+        ),
+        click.option(
+            "--chunk-seconds",
+            type=float,
+            default=None,
+            help="Seconds of video per chunk (default 30).",
+        ),
+        click.option(
+            "--work-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Job state folder (default: OUTPUT.vidsr-work beside the output).",
+        ),
+        click.option("--restart", is_flag=True, help="Discard an earlier job's state."),
+        click.option(
+            "--keep-work", is_flag=True, help="Keep the work folder (segments) after success."
+        ),
+        click.option(
+            "--devices", default=None, help="Worker devices: cuda:0,cuda:1 | all | cpu,cpu."
+        ),
+        click.option(
+            "--workers-per-device",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Worker processes per device.",
+        ),
+        click.option(
+            "--backend",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="Run chunks locally or as Ray tasks.",
+        ),
+        click.option(
+            "--ray-address", default=None, help="Ray cluster address (default: start a local Ray)."
         ),
     ]
     for option in reversed(options):
@@ -232,12 +271,30 @@ def _encode_config(opts: dict[str, Any]):  # -> EncodeConfig
     )
 
 
+def _job_options(opts: dict[str, Any]):  # -> JobOptions
+    from vidsr.jobs.runner import JobOptions
+
+    devices = tuple(d for d in (opts["devices"] or "").split(",") if d.strip())
+    return JobOptions(
+        work_dir=opts["work_dir"],
+        chunk_frames=opts["chunk_frames"],
+        chunk_seconds=opts["chunk_seconds"],
+        restart=opts["restart"],
+        keep_work=opts["keep_work"],
+        devices=devices,
+        workers_per_device=opts["workers_per_device"],
+        backend=opts["backend"],
+        ray_address=opts["ray_address"],
+    )
+
+
 def _upscale_video(input_path: Path, config, opts: dict[str, Any]) -> None:
-    from vidsr.pipeline.infer import build_upscaler
-    from vidsr.pipeline.video import plan_video, upscale_video
+    from vidsr.jobs.runner import run_job
+    from vidsr.pipeline.video import plan_video
 
     if opts["batch_size"] < 0:
         raise UsageError("--batch-size must be 0 (auto) or positive")
+    job = _job_options(opts)
     plan = plan_video(
         input_path,
         opts["output"],
@@ -249,12 +306,12 @@ def _upscale_video(input_path: Path, config, opts: dict[str, Any]) -> None:
     if opts["dry_run"]:
         _print_plan(plan, config, opts)
         return
-    upscaler = build_upscaler(config, progress=_progress_bar(f"download {config.model}"))
     sink, close = _event_sink(opts["as_json"], plan.frames)
     try:
-        result = upscale_video(
+        result = run_job(
             plan,
-            upscaler,
+            config,
+            job,
             batch_size=opts["batch_size"],
             ignore_errors=opts["ignore_errors"],
             on_event=sink,
@@ -278,7 +335,12 @@ def _event_sink(as_json: bool, total: int):
     bar = tqdm(total=total, unit="frame", desc="upscale", file=sys.stderr, dynamic_ncols=True)
 
     def on_event(event: dict[str, Any]) -> None:
-        if event["event"] == "progress":
+        if event["event"] == "start" and event.get("frames_done"):
+            bar.update(event["frames_done"] - bar.n)  # resumed: finished chunks count
+            bar.set_postfix_str(
+                f"resumed, {event['chunks_todo']} of {event['chunks']} chunks to do"
+            )
+        elif event["event"] == "progress":
             bar.update(event["frames"] - bar.n)
 
     return on_event, bar.close

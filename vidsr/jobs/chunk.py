@@ -1,0 +1,84 @@
+"""One chunk's work, the same wherever it runs (in-process, a worker process, a Ray task):
+decode frames [start, end) -> model -> encode a video-only segment, renamed into place only
+when complete."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidsr.errors import PipelineError
+from vidsr.jobs.plan import Chunk
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """Everything a worker needs for one chunk (picklable)."""
+
+    source: Path
+    segment: Path
+    chunk: Chunk
+    info: Any  # MediaInfo
+    out_width: int
+    out_height: int
+    encode_kwargs: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 0
+    ignore_errors: bool = False
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    index: int
+    frames: int
+    stages: dict[str, tuple[int, float]]  # name -> (frames, busy seconds)
+    damaged: tuple[str, ...] = ()
+    worker: str = ""
+
+
+def run_chunk(
+    task: ChunkTask, upscaler: Any, on_frames: Callable[[int], None] | None = None
+) -> ChunkResult:
+    """Upscale one chunk into ``task.segment`` (atomically). ``upscaler``: an ``Upscaler``."""
+    from vidsr.media.decode import decode_frames
+    from vidsr.pipeline.video import auto_batch_size, upscale_segment
+
+    v = task.info.video
+    upscaler.even = True
+    if upscaler.output_size(v.height, v.width) != (task.out_height, task.out_width):
+        raise PipelineError("the model's output size differs from the job's plan")
+    task.segment.parent.mkdir(parents=True, exist_ok=True)
+    frames = decode_frames(
+        task.source,
+        task.chunk.start,
+        task.chunk.end,
+        info=task.info,
+        ignore_errors=task.ignore_errors,
+    )
+    bs = task.batch_size or auto_batch_size(upscaler, v.height, v.width)
+    out_dtype = np.dtype(np.uint16 if v.bit_depth > 8 else np.uint8)
+    seg = upscale_segment(
+        frames,
+        upscaler=upscaler,
+        encoder_kwargs={
+            "path": task.segment,
+            "info": task.info,
+            "width": task.out_width,
+            "height": task.out_height,
+            **task.encode_kwargs,
+        },
+        out_shape=(task.out_height, task.out_width, 3),
+        out_dtype=out_dtype,
+        batch_size=bs,
+        on_frames=on_frames,
+    )
+    if not task.ignore_errors and seg.frames != task.chunk.frames:
+        raise PipelineError(
+            f"chunk {task.chunk.index}: decoded {seg.frames} frames, expected {task.chunk.frames}"
+        )
+    damaged = tuple(getattr(d, "message", str(d)) for d in seg.damaged)
+    stages = {k: (s.frames, s.busy_seconds) for k, s in seg.stages.items()}
+    return ChunkResult(task.chunk.index, seg.frames, stages, damaged)

@@ -1,0 +1,236 @@
+"""Local executors: chunks in this process (one device), or one worker process per device
+slot pulling chunks from a shared queue (a faster device does more chunks).
+
+A worker that dies puts its chunk back in the queue and is replaced (a few times at most);
+the driver never waits on a dead worker, so a job never hangs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vidsr.config import InferConfig
+from vidsr.errors import PipelineError, VidsrError
+from vidsr.jobs.chunk import ChunkResult, ChunkTask, run_chunk
+
+OnFrames = Callable[[int, int], None]  # (chunk index, frames) as frames are handed on
+OnDone = Callable[[ChunkResult], None]
+
+_POLL = 0.25
+MAX_WORKER_RESTARTS = 3
+MAX_CHUNK_ATTEMPTS = 2
+
+
+def expand_devices(devices: Sequence[str], workers_per_device: int) -> list[str]:
+    """``["all"]`` -> every CUDA device (or the CPU when there is none); each device is
+    repeated ``workers_per_device`` times: one worker slot each."""
+    import torch
+
+    out: list[str] = []
+    for d in devices:
+        d = d.strip().lower()
+        if d == "all":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            out.extend([f"cuda:{i}" for i in range(n)] or ["cpu"])
+        elif d:
+            out.append(d)
+    if workers_per_device < 1:
+        from vidsr.errors import UsageError
+
+        raise UsageError("--workers-per-device must be at least 1")
+    return [d for d in out for _ in range(workers_per_device)]
+
+
+class InProcessExecutor:
+    """Every chunk in this process, on one device: no worker processes at all."""
+
+    def __init__(self, config: InferConfig, upscaler: Any = None) -> None:
+        self.config = config
+        self.upscaler = upscaler
+
+    def run(self, tasks: Sequence[ChunkTask], on_frames: OnFrames, on_done: OnDone) -> None:
+        from vidsr.pipeline.infer import build_upscaler
+
+        if not tasks:
+            return
+        upscaler = self.upscaler or build_upscaler(self.config)
+        for task in tasks:
+            index = task.chunk.index
+            result = run_chunk(task, upscaler, lambda n, i=index: on_frames(i, n))
+            on_done(replace(result, worker=f"{upscaler.device}#0"))
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit this worker at once if the driver is gone (its encoder child follows)."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def _worker_main(
+    slot: int,
+    device: str,
+    config: InferConfig,
+    tasks: Any,
+    results: Any,
+    parent_pid: int,
+    cpu_threads: int,
+) -> None:
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    name = f"{device}#{slot}"
+    try:
+        import torch
+
+        from vidsr.pipeline.infer import build_upscaler
+
+        if device == "cpu":  # CPU workers share the cores instead of oversubscribing them
+            torch.set_num_threads(cpu_threads)
+
+        upscaler = build_upscaler(replace(config, device=device))
+    except BaseException as exc:
+        results.put(("fatal", slot, None, _message(exc)))
+        return
+    results.put(("ready", slot, None, name))
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        index = task.chunk.index
+        results.put(("start", slot, index, None))
+        try:
+            res = run_chunk(task, upscaler, lambda n, i=index: results.put(("frames", slot, i, n)))
+            results.put(("done", slot, index, replace(res, worker=name)))
+        except BaseException as exc:
+            results.put(("error", slot, index, _message(exc)))
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                return
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, VidsrError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}".strip()
+
+
+@dataclass
+class _Slot:
+    device: str
+    proc: Any
+    chunk: int | None = None
+    restarts: int = 0
+    name: str = ""
+
+
+class ProcessPoolExecutor:
+    """One worker process per device slot, pulling chunks from a shared queue."""
+
+    def __init__(self, config: InferConfig, slots: Sequence[str]) -> None:
+        self.config = config
+        self.devices = list(slots)
+
+    def run(self, tasks: Sequence[ChunkTask], on_frames: OnFrames, on_done: OnDone) -> None:
+        if not tasks:
+            return
+        ctx = mp.get_context("spawn")
+        task_q, result_q = ctx.Queue(), ctx.Queue()
+        by_index = {t.chunk.index: t for t in tasks}
+        pending = set(by_index)
+        attempts = dict.fromkeys(by_index, 0)
+        progress = dict.fromkeys(by_index, 0)
+        for t in tasks:
+            task_q.put(t)
+        n_cpu = sum(1 for d in self.devices if d == "cpu")
+        cpu_threads = max(1, (os.cpu_count() or 1) // max(1, n_cpu))
+
+        def start(i: int, device: str, restarts: int = 0) -> _Slot:
+            p = ctx.Process(
+                target=_worker_main,
+                name=f"vidsr-worker-{i}",
+                args=(i, device, self.config, task_q, result_q, os.getpid(), cpu_threads),
+            )
+            p.start()
+            return _Slot(device, p, None, restarts)
+
+        slots = [start(i, d) for i, d in enumerate(self.devices)]
+        fatal: list[str] = []
+        try:
+            while pending:
+                try:
+                    kind, i, index, payload = result_q.get(timeout=_POLL)
+                except queue.Empty:
+                    self._reap(slots, start, task_q, by_index, progress, on_frames, fatal)
+                    if not any(s.proc.is_alive() for s in slots):
+                        raise PipelineError(
+                            "every worker has stopped: " + (fatal[-1] if fatal else "unknown")
+                        ) from None
+                    continue
+                slot = slots[i]
+                if kind == "ready":
+                    slot.name = payload
+                elif kind == "fatal":
+                    fatal.append(payload)
+                elif kind == "start":
+                    slot.chunk = index
+                elif kind == "frames":
+                    progress[index] += payload
+                    on_frames(index, payload)
+                elif kind == "done":
+                    slot.chunk = None
+                    if index in pending:  # a requeued chunk may finish twice: count it once
+                        pending.discard(index)
+                        on_done(payload)
+                elif kind == "error":
+                    slot.chunk = None
+                    attempts[index] += 1
+                    on_frames(index, -progress[index])
+                    progress[index] = 0
+                    if attempts[index] >= MAX_CHUNK_ATTEMPTS:
+                        raise PipelineError(f"chunk {index} failed: {payload.splitlines()[0]}")
+                    task_q.put(by_index[index])
+        finally:
+            for _ in slots:
+                with contextlib.suppress(Exception):
+                    task_q.put(None)
+            deadline = time.monotonic() + 5
+            for s in slots:
+                s.proc.join(timeout=max(0.1, deadline - time.monotonic()))
+                if s.proc.is_alive():
+                    s.proc.terminate()
+                    s.proc.join(timeout=5)
+            for q in (task_q, result_q):
+                q.cancel_join_thread()
+                q.close()
+
+    def _reap(
+        self,
+        slots: list[_Slot],
+        start: Any,
+        task_q: Any,
+        by_index: dict[int, ChunkTask],
+        progress: dict[int, int],
+        on_frames: OnFrames,
+        fatal: list[str],
+    ) -> None:
+        """Requeue the chunk of any dead worker and start a replacement."""
+        for i, s in enumerate(slots):
+            if s.proc.is_alive() or (s.proc.exitcode == 0 and s.chunk is None):
+                continue
+            if s.chunk is not None:
+                on_frames(s.chunk, -progress[s.chunk])
+                progress[s.chunk] = 0
+                task_q.put(by_index[s.chunk])
+                s.chunk = None
+            crashed = s.proc.exitcode not in (0, None)
+            if crashed and s.restarts < MAX_WORKER_RESTARTS and not fatal:
+                slots[i] = start(i, s.device, s.restarts + 1)
+            # else: dead for good; the driver fails once no worker is left
