@@ -502,8 +502,13 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)  # unwind (cleanup runs), then exit 143
     try:
         cli.main(args=argv, prog_name="vidsr", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("vidsr: interrupted", err=True)
+    except click.exceptions.Abort as exc:
+        # click turns every KeyboardInterrupt (ours included) into Abort: unwrap ours.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, Interrupted):
+            click.echo(f"vidsr: {cause}", err=True)
+            sys.exit(cause.exit_code)
+        click.echo("vidsr: interrupted (Ctrl-C)", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

@@ -93,3 +93,22 @@ def check_output_path(output: Path, *, overwrite: bool, inputs: tuple[Path, ...]
         raise OutputError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"output folder {parent} is not writable")
+
+
+def testing_pause(phase: str) -> None:
+    """Testing hook: with ``VIDSR_TEST_PAUSE=phase:seconds`` set, sleep at ``phase`` (one of
+    ``chunk`` - inside a chunk's encoding, ``join`` - with the joined file half written,
+    ``mux`` - with the final output's temp file open) so a test can kill -9 the process
+    there. Does nothing otherwise."""
+    spec = os.environ.get("VIDSR_TEST_PAUSE")
+    if not spec:
+        return
+    name, _, seconds = spec.partition(":")
+    if name == phase:
+        import time
+
+        mark = os.environ.get("VIDSR_TEST_PAUSE_MARK")
+        if mark:  # one line per pause, so a test can wait for the Nth
+            with open(mark, "a") as f:
+                f.write(f"{phase} {os.getpid()}\n")
+        time.sleep(float(seconds or 5))

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from vidsr.errors import PipelineError
+from vidsr.files import testing_pause
 from vidsr.jobs.plan import Chunk
 
 
@@ -59,6 +60,16 @@ def run_chunk(
         ignore_errors=task.ignore_errors,
     )
     bs = task.batch_size or auto_batch_size(upscaler, v.height, v.width)
+    started = False
+
+    def frames_done(n: int) -> None:
+        nonlocal started
+        if on_frames:
+            on_frames(n)
+        if not started:
+            started = True
+            testing_pause("chunk")  # a test kills the process here, mid-chunk
+
     out_dtype = np.dtype(np.uint16 if v.bit_depth > 8 else np.uint8)
     seg = upscale_segment(
         frames,
@@ -73,7 +84,7 @@ def run_chunk(
         out_shape=(task.out_height, task.out_width, 3),
         out_dtype=out_dtype,
         batch_size=bs,
-        on_frames=on_frames,
+        on_frames=frames_done,
     )
     if not task.ignore_errors and seg.frames != task.chunk.frames:
         raise PipelineError(

@@ -185,11 +185,13 @@ def run_job(
     executor = make_executor(config, options, upscaler)
     try:
         executor.run(tasks, on_frames, on_done)
-    except KeyboardInterrupt as exc:
-        raise Interrupted(
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (an Interrupted, exit 143)
+        stopped = Interrupted(
             f"stopped after {len(state.done)} of {len(state.chunks)} chunks; "
             "run the same command again to resume"
-        ) from exc
+        )
+        stopped.exit_code = getattr(exc, "exit_code", 130)
+        raise stopped from exc
     t0 = time.perf_counter()
     joined = work_dir / f"joined{suffix}"
     concat_segments([state.segment_path(c) for c in state.chunks if c.index in state.done], joined)

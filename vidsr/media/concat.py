@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 
 from vidsr.errors import PipelineError
-from vidsr.files import atomic_output
+from vidsr.files import atomic_output, testing_pause
 
 
 def count_packets(path: str | os.PathLike[str]) -> int:
@@ -87,6 +87,7 @@ def concat_segments(segments: Sequence[Path], output: Path) -> int:
                         out.mux(pkt)
                         i += 1
                         written += 1
+                    testing_pause("join")  # a test kills the process here, mid-join
         finally:
             out.close()
     return written

@@ -25,7 +25,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from vidsr.errors import PipelineError
-from vidsr.files import atomic_output
+from vidsr.files import atomic_output, testing_pause
 from vidsr.media.ffmpeg import run_ffmpeg
 from vidsr.media.probe import MediaInfo, StreamInfo, open_input, probe
 
@@ -251,3 +251,4 @@ def remux(
                 ]
         with atomic_output(output) as tmp:
             run_ffmpeg([*args, str(tmp)])
+            testing_pause("mux")

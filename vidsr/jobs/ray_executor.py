@@ -1,0 +1,499 @@
+"""Chunks as Ray tasks: ``--backend ray [--ray-address ADDR]``.
+
+Each chunk is one Ray task running :func:`vidsr.jobs.chunk.run_chunk` on whatever node Ray
+picks. The driver (this process) alone writes the job state: it waits on the tasks, gathers
+per-frame progress from a small actor, and calls ``on_done`` for every finished chunk.
+
+* Placement: a GPU task (``num_gpus=1``, or ``1/workers_per_device``) when the device is
+  ``cuda``/``cuda:N``, or ``auto`` and the cluster has GPUs; a CPU task otherwise, with
+  ``num_cpus`` the smallest node's cores over ``workers_per_device`` and torch limited to
+  that many threads. A GPU task uses the GPU Ray gave it (``CUDA_VISIBLE_DEVICES``), which
+  torch sees as ``cuda:0``.
+* Retries: a task whose worker or node dies is run again (``max_retries``); so is one that ran
+  out of GPU memory (``retry_exceptions``). Any other error fails the job at once.
+* Storage: every node must see the work folder (and the source) at the same path. Before any
+  chunk runs, a probe pinned to each node that can run the tasks reads a random token the
+  driver wrote there and writes a reply the driver reads back.
+* Ray itself: an already connected Ray (``ray.init`` by the caller) is used and left alone;
+  otherwise the executor connects to ``--ray-address``, or starts a private local Ray, and
+  shuts it down afterwards (Ctrl-C included: the tasks are cancelled first).
+* Ray is optional: it is imported only here, when this backend is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from vidsr.config import InferConfig
+from vidsr.errors import DeviceError, PipelineError, UsageError, VidsrError
+from vidsr.jobs.chunk import ChunkResult, ChunkTask, run_chunk
+
+OnFrames = Callable[[int, int], None]
+OnDone = Callable[[ChunkResult], None]
+
+#: How often a task runs again after its worker/node died or it ran out of GPU memory.
+MAX_RETRIES = 3
+#: Driver poll interval (seconds): task completion and progress.
+POLL_S = 0.25
+#: A task sends its progress at most this often (seconds).
+REPORT_EVERY_S = 0.2
+#: How long the storage probes may take (seconds) before the check fails.
+PROBE_TIMEOUT_S = 120.0
+#: After Ctrl-C: how long cancelled tasks get to stop before they are killed (seconds).
+CANCEL_GRACE_S = 5.0
+
+INSTALL_HINT = (
+    "--backend ray needs Ray, which is not installed: install vidsr[ray] (pip install 'vidsr[ray]')"
+)
+
+
+class GpuOutOfMemoryError(PipelineError):
+    """A chunk ran out of GPU memory (after the pipeline's own smaller-batch/tile fallbacks);
+    Ray runs the task again, possibly on another GPU."""
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a one-line ``UsageError`` naming the extra to install."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise UsageError(INSTALL_HINT) from exc
+    return ray
+
+
+# --- placement -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskResources:
+    """What one chunk task asks Ray for, and the torch threads a CPU task uses."""
+
+    num_cpus: float
+    num_gpus: float
+    cpu_threads: int
+
+    @property
+    def gpu(self) -> bool:
+        return self.num_gpus > 0
+
+    def satisfied_by(self, node_resources: Mapping[str, float]) -> bool:
+        """Whether a node with these total resources can ever run the task."""
+        return node_resources.get("CPU", 0) >= self.num_cpus and (
+            node_resources.get("GPU", 0) >= self.num_gpus
+        )
+
+
+def plan_resources(
+    device: str, workers_per_device: int, nodes: Sequence[Mapping[str, float]]
+) -> TaskResources:
+    """The resources of a chunk task for ``device`` on a cluster whose alive nodes have
+    ``nodes`` (each node's total resources, as in ``ray.nodes()[i]["Resources"]``)."""
+    spec = device.strip().lower()
+    if workers_per_device < 1:
+        raise UsageError("--workers-per-device must be at least 1")
+    if spec not in ("auto", "cpu", "cuda") and not spec.startswith("cuda:"):
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    has_gpu = any(n.get("GPU", 0) > 0 for n in nodes)
+    if spec == "cpu" or (spec == "auto" and not has_gpu):
+        cores = [int(n["CPU"]) for n in nodes if n.get("CPU", 0) >= 1]
+        if not cores:
+            raise PipelineError("the Ray cluster has no node with a CPU to run the chunks on")
+        per_task = max(1, min(cores) // workers_per_device)
+        return TaskResources(num_cpus=per_task, num_gpus=0, cpu_threads=per_task)
+    if not has_gpu:
+        raise DeviceError(f"device {device} requested but the Ray cluster has no GPU")
+    # Ray picks the GPU: a cuda:N index only says "a GPU" here.
+    return TaskResources(num_cpus=1, num_gpus=1 / workers_per_device, cpu_threads=0)
+
+
+def worker_device(gpu_ids: Sequence[Any]) -> str:
+    """The torch device for a task Ray gave ``gpu_ids``: Ray sets ``CUDA_VISIBLE_DEVICES`` to
+    just those GPUs, so the task's GPU is always ``cuda:0``; no GPU means the CPU."""
+    return "cuda:0" if len(gpu_ids) > 0 else "cpu"
+
+
+# --- inside a task ---------------------------------------------------------------------------
+
+# One built upscaler per worker process: consecutive chunks on a worker skip the model load.
+_UPSCALER_CACHE: dict[InferConfig, Any] = {}
+
+
+def cached_upscaler(config: InferConfig) -> Any:
+    """The upscaler for ``config`` (its device already resolved), built once per process.
+    Only the latest one is kept, so a worker never holds two models on a GPU."""
+    from vidsr.pipeline.infer import build_upscaler
+
+    upscaler = _UPSCALER_CACHE.get(config)
+    if upscaler is None:
+        _UPSCALER_CACHE.clear()
+        upscaler = build_upscaler(config)
+        _UPSCALER_CACHE[config] = upscaler
+    return upscaler
+
+
+def _drop_cached_upscaler() -> None:
+    _UPSCALER_CACHE.clear()
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, torch.cuda.OutOfMemoryError) or "out of GPU memory" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class _Reporter:
+    """``on_frames(n)`` for run_chunk: adds up frames and sends them to the progress actor
+    at most every ``REPORT_EVERY_S`` (fire and forget: progress never slows a chunk)."""
+
+    def __init__(self, board: Any, index: int, attempt: str) -> None:
+        self.board, self.index, self.attempt = board, index, attempt
+        self.pending = 0
+        self.last = 0.0
+
+    def __call__(self, n: int) -> None:
+        self.pending += n
+        now = time.monotonic()
+        if now - self.last >= REPORT_EVERY_S:
+            self.flush()
+            self.last = now
+
+    def flush(self) -> None:
+        if self.board is not None and self.pending:
+            with contextlib.suppress(Exception):
+                self.board.add.remote(self.index, self.attempt, self.pending)
+        self.pending = 0
+
+
+def _chunk_task(task: ChunkTask, config: InferConfig, cpu_threads: int, board: Any) -> ChunkResult:
+    """The body of one chunk's Ray task (runs on a worker)."""
+    import ray
+    import torch
+
+    index = task.chunk.index
+    attempt = uuid.uuid4().hex  # a retried task reports afresh: the driver resets its count
+    if board is not None:
+        with contextlib.suppress(Exception):
+            board.start.remote(index, attempt)
+    device = worker_device(ray.get_gpu_ids())
+    if device == "cpu" and cpu_threads > 0:
+        torch.set_num_threads(cpu_threads)
+    upscaler = cached_upscaler(replace(config, device=device))
+    reporter = _Reporter(board, index, attempt)
+    try:
+        result = run_chunk(task, upscaler, reporter)
+    except torch.cuda.OutOfMemoryError:
+        _drop_cached_upscaler()
+        raise
+    except PipelineError as exc:
+        if _is_oom(exc) and not isinstance(exc, GpuOutOfMemoryError):
+            _drop_cached_upscaler()
+            raise GpuOutOfMemoryError(str(exc)) from exc
+        raise
+    finally:
+        reporter.flush()
+    node = ray.get_runtime_context().get_node_id()
+    where = f"{ray.util.get_node_ip_address()}/{node[:8]}"
+    return replace(result, worker=f"{upscaler.device}@{where}")
+
+
+class _ProgressBoard:
+    """A Ray actor (created in :meth:`RayExecutor.run`): frames done so far by the current
+    attempt of each chunk. A new attempt (a retry) starts again from 0."""
+
+    def __init__(self) -> None:
+        self.current: dict[int, list[Any]] = {}
+
+    def start(self, index: int, attempt: str) -> None:
+        self.current[index] = [attempt, 0]
+
+    def add(self, index: int, attempt: str, n: int) -> None:
+        entry = self.current.get(index)
+        if entry is not None and entry[0] == attempt:  # late news from a dead attempt: ignored
+            entry[1] += n
+
+    def snapshot(self) -> dict[int, int]:
+        return {i: e[1] for i, e in self.current.items()}
+
+
+# --- the shared-storage check ----------------------------------------------------------------
+
+
+def probe_storage(token_file: str, token: str, reply_file: str, source: str, size: int) -> str:
+    """Run on a node: '' when it reads ``token`` in ``token_file``, can write ``reply_file``
+    and sees ``source`` with ``size`` bytes; else what is wrong (one short clause)."""
+    try:
+        seen = Path(token_file).read_text("utf-8")
+    except OSError as exc:
+        return f"cannot read {token_file} ({exc.strerror or exc})"
+    if seen != token:
+        return f"sees a different file at {token_file} (node-local storage?)"
+    try:
+        Path(reply_file).write_text(token, "utf-8")
+    except OSError as exc:
+        return f"cannot write in {Path(reply_file).parent} ({exc.strerror or exc})"
+    try:
+        if os.stat(source).st_size != size:
+            return f"sees a different {source}"
+    except OSError as exc:
+        return f"cannot read {source} ({exc.strerror or exc})"
+    return ""
+
+
+def _probe_task(token_file: str, token: str, reply_dir: str, source: str, size: int) -> str:
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    return probe_storage(token_file, token, os.path.join(reply_dir, f".{node}.reply"), source, size)
+
+
+def _node_name(node: Mapping[str, Any]) -> str:
+    return f"{node.get('NodeManagerAddress', '?')} ({node['NodeID'][:8]})"
+
+
+def check_shared_storage(
+    ray: Any, folder: Path, source: Path, nodes: Sequence[Mapping[str, Any]]
+) -> None:
+    """Fail with a one-line ``PipelineError`` unless every node in ``nodes`` sees ``folder``
+    (read and write) and ``source`` as this process does."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = secrets.token_hex(16)
+    token_file = folder / f".vidsr-probe-{token[:12]}"
+    reply_dir = folder / f".vidsr-probe-{token[:12]}.d"
+    reply_dir.mkdir(parents=True)
+    token_file.write_text(token, "utf-8")
+    try:
+        probe = ray.remote(_probe_task)
+        refs = {
+            probe.options(
+                num_cpus=0,
+                max_retries=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+            ).remote(str(token_file), token, str(reply_dir), str(source), source.stat().st_size): n
+            for n in nodes
+        }
+        ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
+        for ref in late:
+            ray.cancel(ref, force=True)
+            raise PipelineError(
+                f"Ray node {_node_name(refs[ref])} did not answer the shared-storage check "
+                f"within {PROBE_TIMEOUT_S:.0f} s"
+            )
+        for ref in ready:
+            node = refs[ref]
+            try:
+                problem = ray.get(ref)
+            except Exception as exc:
+                problem = f"the check failed ({type(exc).__name__})"
+            if not problem:
+                reply = reply_dir / f".{node['NodeID']}.reply"
+                if not (reply.is_file() and reply.read_text("utf-8") == token):
+                    problem = f"writes to {folder} do not reach this machine"
+            if problem:
+                raise PipelineError(
+                    f"the work folder must be on storage every Ray node sees at the same path: "
+                    f"node {_node_name(node)} {problem}; pass --work-dir on shared storage"
+                )
+    finally:
+        token_file.unlink(missing_ok=True)
+        for p in reply_dir.glob("*"):
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            reply_dir.rmdir()
+
+
+# --- the executor ----------------------------------------------------------------------------
+
+
+class RayExecutor:
+    """Runs chunk tasks on a Ray cluster. See the module docstring."""
+
+    def __init__(self, config: InferConfig, options: Any) -> None:
+        self.ray = import_ray()
+        if getattr(options, "devices", ()):
+            raise UsageError(
+                "--devices is for the local backend; with --backend ray use --device "
+                "(auto, cpu or cuda) and Ray places the chunks"
+            )
+        self.config = config
+        self.address: str | None = getattr(options, "ray_address", None)
+        self.workers_per_device: int = getattr(options, "workers_per_device", 1)
+        self.extra: dict[str, Any] = dict(getattr(options, "extra", {}) or {})
+        self.owns_ray = False
+
+    # Ray's lifetime ---------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        ray = self.ray
+        if ray.is_initialized():
+            return  # the caller's Ray: used as is, never shut down here
+        kwargs: dict[str, Any] = {"log_to_driver": False}  # keep stdout for --json
+        if self.address:
+            kwargs["address"] = self.address
+        else:
+            kwargs.update(address="local", include_dashboard=False)
+        kwargs.update(self.extra.get("ray_init", {}))
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = self.address or "a local Ray"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PipelineError(f"cannot start or reach {where}: {first}") from exc
+        self.owns_ray = True
+
+    def _disconnect(self) -> None:
+        if self.owns_ray:
+            self.owns_ray = False
+            with contextlib.suppress(Exception):
+                self.ray.shutdown()
+
+    # the run ----------------------------------------------------------------------------
+
+    def run(self, tasks: Sequence[ChunkTask], on_frames: OnFrames, on_done: OnDone) -> None:
+        if not tasks:
+            return
+        # Workers do not share this process's working directory: absolute paths only.
+        tasks = [
+            replace(t, source=Path(t.source).resolve(), segment=Path(t.segment).resolve())
+            for t in tasks
+        ]
+        self._connect()
+        try:
+            self._run(tasks, on_frames, on_done)
+        finally:
+            self._disconnect()
+
+    def _run(self, tasks: Sequence[ChunkTask], on_frames: OnFrames, on_done: OnDone) -> None:
+        ray = self.ray
+        import torch
+
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        res = plan_resources(
+            self.config.device, self.workers_per_device, [n.get("Resources", {}) for n in nodes]
+        )
+        usable = [n for n in nodes if res.satisfied_by(n.get("Resources", {}))]
+        if not usable:
+            raise PipelineError(
+                f"no Ray node can run a chunk task (needs {res.num_cpus:g} CPU, "
+                f"{res.num_gpus:g} GPU)"
+            )
+        check_shared_storage(ray, tasks[0].segment.parent, tasks[0].source, usable)
+
+        board = self._start_board()
+        remote = ray.remote(_chunk_task).options(
+            num_cpus=res.num_cpus,
+            num_gpus=res.num_gpus,
+            max_retries=MAX_RETRIES,
+            retry_exceptions=[torch.cuda.OutOfMemoryError, GpuOutOfMemoryError],
+        )
+        config = self.config
+        pending = {
+            remote.options(name=f"vidsr-chunk-{t.chunk.index}").remote(
+                t, config, res.cpu_threads, board
+            ): t.chunk.index
+            for t in tasks
+        }
+        reported: dict[int, int] = {t.chunk.index: 0 for t in tasks}
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_S)
+                if board is not None:
+                    board = self._pump_progress(board, reported, on_frames)
+                for ref in ready:
+                    index = pending.pop(ref)
+                    result = self._result(ref, index)
+                    delta = result.frames - reported.pop(index)
+                    if delta:
+                        on_frames(index, delta)
+                    on_done(result)
+        except BaseException:
+            self._cancel(list(pending))
+            raise
+        finally:
+            if board is not None:
+                with contextlib.suppress(Exception):
+                    ray.kill(board)
+
+    def _start_board(self) -> Any:
+        """The progress actor, on the driver's node when there is one (never lost with a
+        worker node); None if it cannot be made (progress then comes per finished chunk)."""
+        ray = self.ray
+        opts: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
+        with contextlib.suppress(Exception):
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            node = ray.get_runtime_context().get_node_id()
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+        try:
+            return ray.remote(_ProgressBoard).options(**opts).remote()
+        except Exception:
+            return None
+
+    def _pump_progress(self, board: Any, reported: dict[int, int], on_frames: OnFrames) -> Any:
+        """Report the frames each running chunk's current attempt has done since last time
+        (negative when a retry started over). Returns the board, or None once it is gone."""
+        try:
+            snapshot = self.ray.get(board.snapshot.remote(), timeout=10)
+        except Exception:
+            return None
+        for index, frames in snapshot.items():
+            if index in reported and frames != reported[index]:
+                on_frames(index, frames - reported[index])
+                reported[index] = frames
+        return board
+
+    def _result(self, ref: Any, index: int) -> ChunkResult:
+        """A finished task's ChunkResult, or its error as a one-line VidsrError."""
+        ray = self.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, VidsrError):
+                raise cause from exc
+            if cause is not None:
+                text = str(cause).strip().splitlines()
+                what = f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
+            else:
+                what = str(exc).strip().splitlines()[0]
+            raise PipelineError(f"chunk {index} failed on Ray: {what}") from exc
+        except ray.exceptions.RayError as exc:
+            # WorkerCrashedError, NodeDiedError, ObjectLostError ...: retries exhausted
+            raise PipelineError(
+                f"chunk {index} failed on Ray after {MAX_RETRIES} retries: {type(exc).__name__}"
+            ) from exc
+
+    def _cancel(self, refs: list[Any]) -> None:
+        """Cancel unfinished tasks: politely first (KeyboardInterrupt in the task, so its
+        encoder stops cleanly), then by killing the workers still busy."""
+        ray = self.ray
+        if not refs:
+            return
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=False)
+        with contextlib.suppress(Exception):
+            _, refs = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
