@@ -90,6 +90,11 @@ def run_chunk(
         raise PipelineError(
             f"chunk {task.chunk.index}: decoded {seg.frames} frames, expected {task.chunk.frames}"
         )
-    damaged = tuple(getattr(d, "message", str(d)) for d in seg.damaged)
+    damaged = tuple(
+        f"frame {d.index}: {d.message}"
+        if getattr(d, "index", None) is not None
+        else str(getattr(d, "message", d))
+        for d in seg.damaged
+    )
     stages = {k: (s.frames, s.busy_seconds) for k, s in seg.stages.items()}
     return ChunkResult(task.chunk.index, seg.frames, stages, damaged)

@@ -184,18 +184,25 @@ def run_job(
 
     executor = make_executor(config, options, upscaler)
     try:
-        executor.run(tasks, on_frames, on_done)
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (an Interrupted, exit 143)
-        stopped = Interrupted(
-            f"stopped after {len(state.done)} of {len(state.chunks)} chunks; "
-            "run the same command again to resume"
+        try:
+            executor.run(tasks, on_frames, on_done)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (an Interrupted, exit 143)
+            stopped = Interrupted(
+                f"stopped after {len(state.done)} of {len(state.chunks)} chunks; "
+                "run the same command again to resume"
+            )
+            stopped.exit_code = getattr(exc, "exit_code", 130)
+            raise stopped from exc
+        t0 = time.perf_counter()
+        joined = work_dir / f"joined{suffix}"
+        concat_segments(
+            [state.segment_path(c) for c in state.chunks if c.index in state.done], joined
         )
-        stopped.exit_code = getattr(exc, "exit_code", 130)
-        raise stopped from exc
-    t0 = time.perf_counter()
-    joined = work_dir / f"joined{suffix}"
-    concat_segments([state.segment_path(c) for c in state.chunks if c.index in state.done], joined)
-    remux(joined, plan.input, plan.output, info=info)
+        remux(joined, plan.input, plan.output, info=info)
+    except BaseException:
+        if not state.done:  # nothing to keep: leave no work folder behind
+            state.remove()
+        raise
     stages["encode"].busy_seconds += time.perf_counter() - t0
     frames = state.frames_done
     if not options.keep_work:

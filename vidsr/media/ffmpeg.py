@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from vidsr.errors import PipelineError
+from vidsr.errors import OutputError, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ def run_ffmpeg(args: Sequence[str]) -> None:
     if proc.returncode != 0:
         lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
         last = lines[-1] if lines else f"exit status {proc.returncode}"
+        if "No space left on device" in proc.stderr:
+            raise OutputError(f"disk full while writing {args[-1]}")
         raise PipelineError(f"ffmpeg failed: {last}")
     if proc.stderr.strip():
         log.debug("ffmpeg stderr: %s", proc.stderr.strip())
