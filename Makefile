@@ -17,7 +17,12 @@ $(VENV)/.setup-done: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-test: setup
+# The tests also exercise the optional Ray backend on a real local cluster.
+$(VENV)/.ray-done: $(VENV)/.setup-done
+	$(BIN)/pip install -q -e '.[dev,ray]'
+	touch $@
+
+test: setup $(VENV)/.ray-done
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: setup

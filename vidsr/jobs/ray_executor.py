@@ -27,7 +27,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -231,8 +231,8 @@ class _ProgressBoard:
         if entry is not None and entry[0] == attempt:  # late news from a dead attempt: ignored
             entry[1] += n
 
-    def snapshot(self) -> dict[int, int]:
-        return {i: e[1] for i, e in self.current.items()}
+    def snapshot(self) -> dict[int, tuple[str, int]]:
+        return {i: (e[0], e[1]) for i, e in self.current.items()}
 
 
 # --- the shared-storage check ----------------------------------------------------------------
@@ -322,11 +322,39 @@ def check_shared_storage(
             reply_dir.rmdir()
 
 
+@contextlib.contextmanager
+def _ray_notices_to_stderr() -> Iterator[None]:
+    """Ray's driver prints cluster notices ("task failed ... will be retried", infeasible
+    tasks) on stdout from a thread, whatever ``log_to_driver`` says; stdout may carry
+    ``--json`` events, so they go to stderr while the executor runs."""
+    try:
+        from ray._private import worker as ray_worker
+
+        original = ray_worker.print_to_stdstream
+    except (ImportError, AttributeError):
+        yield
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> Any:
+        return original({**data, "is_err": True}, ignore_prefix)
+
+    ray_worker.print_to_stdstream = to_stderr
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = original
+
+
 # --- the executor ----------------------------------------------------------------------------
 
 
 class RayExecutor:
-    """Runs chunk tasks on a Ray cluster. See the module docstring."""
+    """Runs chunk tasks on a Ray cluster. See the module docstring.
+
+    Uses ``options.ray_address``, ``options.workers_per_device`` (tasks per GPU, or the split
+    of each node's cores between CPU tasks) and ``options.extra["ray_init"]`` (extra
+    ``ray.init`` keyword arguments when this executor starts or connects to Ray).
+    """
 
     def __init__(self, config: InferConfig, options: Any) -> None:
         self.ray = import_ray()
@@ -355,7 +383,11 @@ class RayExecutor:
         kwargs.update(self.extra.get("ray_init", {}))
         try:
             ray.init(**kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                ray.shutdown()  # whatever a half-done start left running
+            if not isinstance(exc, ConnectionError | RuntimeError | ValueError):
+                raise
             where = self.address or "a local Ray"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PipelineError(f"cannot start or reach {where}: {first}") from exc
@@ -379,7 +411,8 @@ class RayExecutor:
         ]
         self._connect()
         try:
-            self._run(tasks, on_frames, on_done)
+            with _ray_notices_to_stderr():
+                self._run(tasks, on_frames, on_done)
         finally:
             self._disconnect()
 
@@ -400,20 +433,21 @@ class RayExecutor:
         check_shared_storage(ray, tasks[0].segment.parent, tasks[0].source, usable)
 
         board = self._start_board()
-        remote = ray.remote(_chunk_task).options(
-            num_cpus=res.num_cpus,
-            num_gpus=res.num_gpus,
-            max_retries=MAX_RETRIES,
-            retry_exceptions=[torch.cuda.OutOfMemoryError, GpuOutOfMemoryError],
-        )
+        remote = ray.remote(_chunk_task)
+        task_options = {
+            "num_cpus": res.num_cpus,
+            "num_gpus": res.num_gpus,
+            "max_retries": MAX_RETRIES,
+            "retry_exceptions": [torch.cuda.OutOfMemoryError, GpuOutOfMemoryError],
+        }
         config = self.config
         pending = {
-            remote.options(name=f"vidsr-chunk-{t.chunk.index}").remote(
+            remote.options(**task_options, name=f"vidsr-chunk-{t.chunk.index}").remote(
                 t, config, res.cpu_threads, board
             ): t.chunk.index
             for t in tasks
         }
-        reported: dict[int, int] = {t.chunk.index: 0 for t in tasks}
+        reported: dict[int, tuple[str, int]] = {t.chunk.index: ("", 0) for t in tasks}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_S)
@@ -422,7 +456,7 @@ class RayExecutor:
                 for ref in ready:
                     index = pending.pop(ref)
                     result = self._result(ref, index)
-                    delta = result.frames - reported.pop(index)
+                    delta = result.frames - reported.pop(index)[1]
                     if delta:
                         on_frames(index, delta)
                     on_done(result)
@@ -443,23 +477,33 @@ class RayExecutor:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             node = ray.get_runtime_context().get_node_id()
-            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+            # Hard affinity: Ray 2.60 placed a soft-pinned actor on a worker node at times.
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
         try:
             return ray.remote(_ProgressBoard).options(**opts).remote()
         except Exception:
             return None
 
-    def _pump_progress(self, board: Any, reported: dict[int, int], on_frames: OnFrames) -> Any:
-        """Report the frames each running chunk's current attempt has done since last time
-        (negative when a retry started over). Returns the board, or None once it is gone."""
+    def _pump_progress(
+        self, board: Any, reported: dict[int, tuple[str, int]], on_frames: OnFrames
+    ) -> Any:
+        """Report the frames each running chunk's current attempt has done since last time;
+        a new attempt (a retry) first takes back what the lost one had reported. Returns the
+        board, or None once it is gone (progress then comes per finished chunk)."""
         try:
             snapshot = self.ray.get(board.snapshot.remote(), timeout=10)
         except Exception:
             return None
-        for index, frames in snapshot.items():
-            if index in reported and frames != reported[index]:
-                on_frames(index, frames - reported[index])
-                reported[index] = frames
+        for index, (attempt, frames) in snapshot.items():
+            if index not in reported:
+                continue  # finished already
+            seen_attempt, seen = reported[index]
+            if attempt != seen_attempt and seen:
+                on_frames(index, -seen)
+                seen = 0
+            if frames != seen:
+                on_frames(index, frames - seen)
+            reported[index] = (attempt, frames)
         return board
 
     def _result(self, ref: Any, index: int) -> ChunkResult:

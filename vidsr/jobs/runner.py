@@ -109,6 +109,7 @@ def run_job(
         ignore_errors=ignore_errors,
         **{f"encode_{k}": val for k, val in plan.encode.encoder_kwargs().items()},
     )
+    executor = make_executor(config, options, upscaler)  # refuse a missing backend first
     _remove_stale_temps(plan.output)
     state = JobState.open(
         work_dir, source_path=plan.input, settings=settings, chunks=chunks, restart=options.restart
@@ -182,7 +183,6 @@ def run_job(
             }
         )
 
-    executor = make_executor(config, options, upscaler)
     try:
         try:
             executor.run(tasks, on_frames, on_done)
