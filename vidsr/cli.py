@@ -17,7 +17,9 @@ from typing import Any
 
 import click
 
+from vidsr.batch import batch_options
 from vidsr.errors import InputError, Interrupted, UsageError, VidsrError
+from vidsr.presets import apply_preset, preset_option
 
 EXIT_INTERNAL = 70
 
@@ -225,6 +227,7 @@ def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @infer_options
 @video_options
+@preset_option
 def upscale(input_path: Path, **opts: Any) -> None:
     """Upscale a video, an image (png, jpg, webp) or a folder of images.
 
@@ -235,6 +238,7 @@ def upscale(input_path: Path, **opts: Any) -> None:
     from vidsr.models.loader import check_model_spec
 
     try:
+        opts = apply_preset(opts)
         config = _infer_config(opts)
         if not input_path.exists():
             raise InputError(f"{input_path}: no such file or folder")
@@ -486,6 +490,177 @@ def models_import(file: Path, name: str | None) -> None:
 
     registered = import_model_file(file, name)
     click.echo(f"imported {file} as {registered}; use --model {registered}")
+
+
+# --- batch, presets, probe, preview, doctor (bodies in vidsr.batch / vidsr.presets / vidsr.ops)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, metavar="INPUTS...")
+@infer_options
+@video_options
+@preset_option
+@batch_options
+def batch(inputs: tuple[str, ...], **opts: Any) -> None:
+    """Upscale many videos into -o OUTDIR: files, folders, globs, @LIST.txt.
+
+    Finished outputs are checked (same frame count) and skipped, partial ones resume, a
+    failing file is reported and the rest go on. Exit 3 if any file failed, 75 when stopped
+    by --max-hours. See docs/BATCH.md.
+    """
+    from vidsr.batch import batch_command
+
+    batch_command(inputs, opts)
+
+
+@cli.group()
+def presets() -> None:
+    """List and show presets (bundled, and your own in $VIDSR_HOME/presets)."""
+
+
+@presets.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def presets_list(as_json: bool) -> None:
+    """Every preset: name, where it comes from, what it is for."""
+    from vidsr.presets import available, describe, user_dir
+
+    rows = available()
+    if as_json:
+        click.echo(json.dumps([describe(p) for p in rows], indent=2))
+        return
+    width = max((len(p.name) for p in rows), default=4)
+    for p in rows:
+        source = "user (overrides bundled)" if p.shadows else p.source
+        click.echo(f"{p.name:<{width}}  {source:<24}  {p.description}".rstrip())
+    click.echo(f"(your own: {user_dir()}/NAME.toml)", err=True)
+
+
+@presets.command("show")
+@click.argument("name", metavar="NAME|FILE")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def presets_show(name: str, as_json: bool) -> None:
+    """A preset's options (checked), as TOML."""
+    from vidsr.presets import describe, find_preset, format_value, preset_values
+
+    preset = find_preset(name)
+    preset_values(preset)  # refuse unknown keys and bad values here too
+    if as_json:
+        click.echo(json.dumps(describe(preset), indent=2))
+        return
+    click.echo(f"# {preset.name}: {preset.source} preset, {preset.path}")
+    if preset.shadows:
+        click.echo(f"# overrides the bundled {preset.shadows}")
+    if preset.description:
+        click.echo(f"description = {format_value(preset.description)}")
+    for key, value in preset.values.items():
+        click.echo(f"{key} = {format_value(value)}")
+
+
+@cli.command("probe")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--container",
+    default=".mkv",
+    show_default=True,
+    help="Output container to check what can be kept (.mkv, .mp4, .mov, .webm).",
+)
+@click.option("--codec", default="libx264", show_default=True, help="Output video codec.")
+def probe_command(file: Path, as_json: bool, container: str, codec: str) -> None:
+    """Streams, exact frame count, VFR, colour, rotation, and what vidsr keeps in a container."""
+    from vidsr.ops import format_probe, probe_report
+
+    report = probe_report(file, container, codec)
+    click.echo(json.dumps(report, indent=2) if as_json else format_probe(report))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--at", "at", required=True, help="Time: SECONDS, MM:SS or HH:MM:SS(.fff).")
+@click.option(
+    "--models",
+    default="realesr-animevideov3",
+    show_default=True,
+    help="Comma-separated models to compare.",
+)
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="PNG file.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+)
+@click.option("--tile", type=int, default=0, show_default=True, help="Tile edge (0 = whole).")
+@click.option("--tile-pad", type=int, default=10, show_default=True)
+@click.option("--scale", "-s", type=float, default=None, help="Common scale (default: largest).")
+@click.option("--denoise-strength", type=float, default=None, help="For realesr-general-x4v3.")
+@click.option("--crop", default=None, metavar="WxH+X+Y", help="Only this region of the frame.")
+@click.option("--columns", type=int, default=0, help="Panels per row (0 = all in one row).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing PNG.")
+def preview(file: Path, at: str, models: str, **opts: Any) -> None:
+    """One PNG: the source frame at --at (nearest-neighbour) beside each model's result."""
+    from vidsr.ops import make_preview
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    result = make_preview(file, at, names, **opts)
+    click.echo(
+        f"{file} frame {result['frame']} ({result['time']:.3f} s) -> {result['output']} "
+        f"({result['size'][0]}x{result['size'][1]}, {len(names)} models)",
+        err=True,
+    )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(as_json: bool) -> None:
+    """Check torch and its devices, ffmpeg and its encoders, PyAV, the cache and the models.
+
+    Exit 0 when vidsr can run here, 1 otherwise (with what to do)."""
+    from vidsr.ops import doctor_report, format_doctor
+
+    report = doctor_report()
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else format_doctor(report))
+    if not report["usable"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--model", "-m", default="realesr-animevideov3", show_default=True)
+@click.option("--size", default="128x72", show_default=True, help="Input size WIDTHxHEIGHT.")
+@click.option("--frames", type=int, default=48, show_default=True, help="Frames in the clip.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--batch-size", type=int, default=0, show_default=True, help="0 = auto.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default="auto",
+    show_default=True,
+)
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="Bar chart PNG.")
+def bench(**opts: Any) -> None:
+    """Measure decode, model, encode, the pipeline and a serial baseline on a generated clip."""
+    from vidsr.bench import format_table, parse_size, run_bench, write_plot
+
+    size = parse_size(opts["size"])
+    plot = opts["plot"]
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot writes a PNG: give a .png file, not {plot.name!r}")
+    result = run_bench(
+        model=opts["model"],
+        size=size,
+        frames=opts["frames"],
+        device=opts["device"],
+        precision=opts["precision"],
+        batch_size=opts["batch_size"],
+        compile=opts["use_compile"],
+        on_stage=lambda name: click.echo(f"bench: {name}...", err=True),
+    )
+    if plot is not None:
+        write_plot(result, plot)
+    click.echo(json.dumps(result) if opts["as_json"] else format_table(result))
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -1,11 +1,14 @@
 """Run settings: frozen dataclasses built once (by the CLI or the Python API) and passed down.
 
-Presets (later) are merged here and nowhere else: defaults < preset < explicit options.
+Presets are merged here and nowhere else (:func:`merge_preset`): defaults < preset < explicit
+options. Finding and reading preset files is :mod:`vidsr.presets`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from vidsr.errors import UsageError
 
@@ -48,3 +51,16 @@ class InferConfig:
             raise UsageError("--scale must be in (0, 16]")
         if self.denoise_strength is not None and not (0.0 <= self.denoise_strength <= 1.0):
             raise UsageError("--denoise-strength must be between 0 and 1")
+
+
+def merge_preset(
+    options: Mapping[str, Any], preset: Mapping[str, Any], explicit: Collection[str]
+) -> dict[str, Any]:
+    """``options`` with each of ``preset``'s values applied unless that option was given
+    explicitly: an explicit option beats the preset, which beats the default. All three use the
+    option's parameter name (``pix_fmt``)."""
+    merged = dict(options)
+    for name, value in preset.items():
+        if name not in explicit:
+            merged[name] = value
+    return merged
