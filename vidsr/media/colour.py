@@ -343,6 +343,8 @@ class FromRGB:
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB array, got shape {rgb.shape}")
         h, w = rgb.shape[:2]
+        if self.kind == "rgb" and self.pix_fmt.startswith("gbrp") and 8 < self.bits < 16:
+            return self._planar_gbr(rgb)
         if self.kind != "yuv":
             if rgb.dtype != np.uint8 and self.bits <= 8:
                 rgb = float_to_rgb(rgb_to_float(rgb), np.uint8)
@@ -378,6 +380,19 @@ class FromRGB:
             frame = self._rf.reformat(frame, format=self.pix_fmt, interpolation=_FLAGS)
         frame.colorspace = self.matrix
         frame.color_range = self.colour_range
+        return frame
+
+    def _planar_gbr(self, rgb: np.ndarray) -> av.VideoFrame:
+        """9..15-bit planar RGB (gbrp10le ...), rounded here: swscale truncates 16-bit values
+        to the target depth (measured: rgb48le -> gbrp10le is ``v >> 6``, 0.5 codes dark on
+        average)."""
+        h, w = rgb.shape[:2]
+        peak = float((1 << self.bits) - 1)
+        unit = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(rgb.dtype, 1.0)
+        x = np.asarray(rgb, dtype=np.float64) * (peak / unit)  # float64: exact rounding
+        frame = av.VideoFrame(w, h, self.pix_fmt)
+        for plane, channel in zip(frame.planes[:3], (1, 2, 0), strict=True):  # G, B, R
+            _plane(plane, np.dtype("<u2"))[...] = _quantise(x[..., channel], peak, np.uint16)
         return frame
 
 

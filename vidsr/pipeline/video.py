@@ -47,9 +47,25 @@ def auto_batch_size(upscaler: Upscaler, height: int, width: int) -> int:
     return int(max(1, min(16, (free * 0.5) // max(per_frame, 1))))
 
 
+def _is_oom(exc: BaseException) -> bool:
+    """CUDA out of memory, including allocation failures that cuDNN/cuBLAS report as a plain
+    ``RuntimeError``."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc) if isinstance(exc, RuntimeError) else ""
+    return any(s in text for s in ("CUDA out of memory", "STATUS_ALLOC_FAILED"))
+
+
+def _release_cuda_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class ResilientInfer:
     """Runs the upscaler on a batch; on CUDA out-of-memory retries smaller batches, then a
-    single frame in tiles, before failing. Never drops or duplicates a frame."""
+    single frame in tiles smaller than any already in use, before failing. Never drops or
+    duplicates a frame. Retries happen outside the ``except`` block: the exception's frames
+    hold the failed attempt's tensors until it is handled."""
 
     def __init__(self, upscaler: Upscaler) -> None:
         self.upscaler = upscaler
@@ -62,17 +78,20 @@ class ResilientInfer:
             return torch.cat([self(p) for p in parts])
         try:
             return (self.tiled or self.upscaler)(x)
-        except torch.cuda.OutOfMemoryError:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if x.shape[0] > 1:
-                self.max_batch = max(1, x.shape[0] // 2)
-                return self(x)
-            return self._tiled_single(x)
+        except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
+            if not _is_oom(exc):
+                raise
+        _release_cuda_memory()
+        if x.shape[0] > 1:
+            self.max_batch = max(1, x.shape[0] // 2)
+            return self(x)
+        return self._tiled_single(x)
 
     def _tiled_single(self, x: torch.Tensor) -> torch.Tensor:
         base = self.upscaler
-        tiles = [t for t in _TILES_ON_OOM if not (self.tiled and t >= self.tiled.tile)]
+        in_use = [t for t in (base.tile, self.tiled.tile if self.tiled else 0) if t]
+        limit = min(in_use) if in_use else None
+        tiles = [t for t in _TILES_ON_OOM if limit is None or t < limit]
         for tile in tiles:
             self.tiled = Upscaler(
                 base.net,
@@ -81,14 +100,17 @@ class ResilientInfer:
                 tile=tile,
                 tile_pad=base.tile_pad,
                 scale=base.scale if base.scale != base.net_scale else None,
+                even=base.even,  # the same output size as the whole-frame upscaler
             )
             try:
                 return self.tiled(x)
-            except torch.cuda.OutOfMemoryError:
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+            except RuntimeError as exc:
+                if not _is_oom(exc):
+                    raise
+            _release_cuda_memory()
+        smallest = min([*tiles, *in_use]) if (tiles or in_use) else _TILES_ON_OOM[-1]
         raise PipelineError(
-            f"out of GPU memory even for one frame in {_TILES_ON_OOM[-1]}-pixel tiles; "
+            f"out of GPU memory even for one frame in {smallest}-pixel tiles; "
             "use a smaller model or --device cpu"
         )
 
@@ -287,12 +309,18 @@ def plan_video(
     """Probe, choose the output, and refuse early: an existing output, an output equal to
     the input, or a container that cannot carry every stream (suggesting .mkv)."""
     from vidsr.files import check_output_path
+    from vidsr.media.encode import encoder_pix_fmts
     from vidsr.media.probe import probe
     from vidsr.media.remux import check_container_support
     from vidsr.models.loader import check_model_spec, expected_scale
 
     info = probe(input_path)
     check_model_spec(model)
+    supported = encoder_pix_fmts(encode.codec)  # UsageError for an unknown encoder
+    if encode.pix_fmt and supported and encode.pix_fmt not in supported:
+        raise UsageError(
+            f"{encode.codec} cannot encode {encode.pix_fmt} (it takes {', '.join(supported)})"
+        )
     final_scale = float(scale) if scale else float(expected_scale(model))
     output = Path(output) if output else default_video_output(input_path, model, final_scale)
     check_output_path(output, overwrite=overwrite, inputs=(input_path,))
