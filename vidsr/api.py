@@ -43,11 +43,12 @@ def upscale(
     import time
 
     from vidsr.files import check_output_path
+    from vidsr.jobs.runner import upscale_video
     from vidsr.media.image import is_image_path
     from vidsr.pipeline.images import upscale_image_file
     from vidsr.pipeline.infer import build_upscaler
     from vidsr.pipeline.stages import StageStats
-    from vidsr.pipeline.video import default_video_output, plan_video, upscale_video
+    from vidsr.pipeline.video import default_video_output, plan_video
 
     src = Path(input)
     if not src.is_file():

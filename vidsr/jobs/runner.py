@@ -225,3 +225,33 @@ def run_job(
     )
     emit({"event": "done", **result.as_dict(), "resumed_frames": resumed})
     return result
+
+
+def upscale_video(
+    plan: VideoPlan,
+    upscaler: Any,
+    *,
+    options: JobOptions | None = None,
+    batch_size: int = 0,
+    ignore_errors: bool = False,
+    on_event: EventSink | None = None,
+) -> UpscaleResult:
+    """Run ``plan`` in this process with an ``Upscaler`` already built (a job like any other:
+    chunked, resumable, its work folder removed after success)."""
+    config = InferConfig(
+        model=plan.model,
+        device=str(upscaler.device),
+        precision=upscaler.precision_name,
+        tile=upscaler.tile,
+        tile_pad=upscaler.tile_pad,
+        scale=plan.scale,
+    )
+    return run_job(
+        plan,
+        config,
+        options,
+        upscaler=upscaler,
+        batch_size=batch_size,
+        ignore_errors=ignore_errors,
+        on_event=on_event,
+    )

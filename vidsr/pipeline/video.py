@@ -1,8 +1,8 @@
 """Upscaling a video: decode thread -> bounded queue -> batched inference -> encoder process.
 
 ``upscale_segment`` does one frame range [start, end) into a video-only file (the unit that
-chunked jobs reuse); ``upscale_video`` does a whole file: plan, segment, remux every other
-stream from the source, rename into place.
+chunked jobs reuse); ``plan_video`` decides a whole run before any work (probe, output,
+refusals); ``vidsr.jobs.runner`` runs it chunk by chunk.
 """
 
 from __future__ import annotations
@@ -336,100 +336,6 @@ def plan_video(
     oh, ow = scaled_size(v.height, v.width, final_scale, native, even=True)
     kept = [_describe(s) for s in info.copied_streams]
     return VideoPlan(input_path, output, info, model, final_scale, ow, oh, encode, kept, [])
-
-
-def upscale_video(
-    plan: VideoPlan,
-    upscaler: Upscaler,
-    *,
-    batch_size: int = 0,
-    ignore_errors: bool = False,
-    on_event: EventSink | None = None,
-) -> UpscaleResult:
-    """Run a plan: decode -> infer -> encode the video into a hidden file beside the output,
-    then remux every other stream of the source into the output (atomically)."""
-    from vidsr.files import temp_path_for
-    from vidsr.media.decode import decode_frames
-    from vidsr.media.remux import remux
-
-    emit = on_event or (lambda e: None)
-    info, v = plan.info, plan.info.video
-    bs = batch_size or auto_batch_size(upscaler, v.height, v.width)
-    out_dtype = np.dtype(np.uint16 if v.bit_depth > 8 else np.uint8)
-    upscaler.even = True
-    if upscaler.output_size(v.height, v.width) != (plan.out_height, plan.out_width):
-        raise UsageError("the model's scale differs from the plan's")
-    emit(
-        {
-            "event": "start",
-            "input": str(plan.input),
-            "output": str(plan.output),
-            "frames": plan.frames,
-            "model": plan.model,
-            "device": str(upscaler.device),
-            "precision": upscaler.precision_name,
-            "batch_size": bs,
-        }
-    )
-    t_start = time.perf_counter()
-    # The intermediate matches the output's family: mkv stores times in ms, mp4 finer.
-    mp4_like = plan.output.suffix.lower() in (".mp4", ".m4v", ".mov")
-    video_tmp = temp_path_for(plan.output.with_suffix(".video.mp4" if mp4_like else ".video.mkv"))
-    done = 0
-
-    def progress(n: int) -> None:
-        nonlocal done
-        done += n
-        elapsed = time.perf_counter() - t_start
-        emit(
-            {
-                "event": "progress",
-                "frames": done,
-                "total": plan.frames,
-                "fps": round(done / elapsed, 3) if elapsed > 0 else None,
-            }
-        )
-
-    try:
-        frames = decode_frames(plan.input, info=info, ignore_errors=ignore_errors)
-        enc_kwargs = {
-            "path": video_tmp,
-            "info": info,
-            "width": plan.out_width,
-            "height": plan.out_height,
-            **plan.encode.encoder_kwargs(),
-        }
-        seg = upscale_segment(
-            frames,
-            upscaler=upscaler,
-            encoder_kwargs=enc_kwargs,
-            out_shape=(plan.out_height, plan.out_width, 3),
-            out_dtype=out_dtype,
-            batch_size=bs,
-            on_frames=progress,
-        )
-        if not ignore_errors and seg.frames != plan.frames:
-            raise PipelineError(f"decoded {seg.frames} frames, expected {plan.frames}")
-        t0 = time.perf_counter()
-        remux(video_tmp, plan.input, plan.output, info=info)
-        seg.stages["encode"].busy_seconds += time.perf_counter() - t0
-    finally:
-        video_tmp.unlink(missing_ok=True)
-    damaged = [getattr(d, "message", str(d)) for d in seg.damaged]
-    result = UpscaleResult(
-        plan.input,
-        plan.output,
-        seg.frames,
-        time.perf_counter() - t_start,
-        seg.stages,
-        plan.model,
-        str(upscaler.device),
-        upscaler.precision_name,
-        bs,
-        damaged,
-    )
-    emit({"event": "done", **result.as_dict()})
-    return result
 
 
 # Measured model cost per input pixel on this project's 2-core CPU machines, fp32
