@@ -38,6 +38,8 @@ class ChunkResult:
     stages: dict[str, tuple[int, float]]  # name -> (frames, busy seconds)
     damaged: tuple[str, ...] = ()
     worker: str = ""
+    precision: str = ""
+    batch_size: int = 0
 
 
 def run_chunk(
@@ -97,4 +99,11 @@ def run_chunk(
         for d in seg.damaged
     )
     stages = {k: (s.frames, s.busy_seconds) for k, s in seg.stages.items()}
-    return ChunkResult(task.chunk.index, seg.frames, stages, damaged)
+    return ChunkResult(
+        task.chunk.index,
+        seg.frames,
+        stages,
+        damaged,
+        precision=upscaler.precision_name,
+        batch_size=bs,
+    )

@@ -150,6 +150,7 @@ def run_job(
     done_frames = resumed
     damaged: list[str] = []
     workers: set[str] = set()
+    used: dict[str, Any] = {}  # precision and batch size the chunks actually ran with
 
     def on_frames(index: int, n: int) -> None:
         nonlocal done_frames
@@ -172,6 +173,8 @@ def run_job(
             stages[name].busy_seconds += busy
         damaged.extend(res.damaged)
         workers.add(res.worker)
+        used.setdefault("precision", res.precision)
+        used.setdefault("batch_size", res.batch_size)
         emit(
             {
                 "event": "chunk_done",
@@ -210,7 +213,7 @@ def run_job(
     else:
         joined.unlink(missing_ok=True)
     device = ",".join(sorted(workers)) or "none (resumed)"
-    precision = getattr(upscaler, "precision_name", config.precision)
+    precision = used.get("precision") or getattr(upscaler, "precision_name", config.precision)
     result = UpscaleResult(
         plan.input,
         plan.output,
@@ -220,7 +223,7 @@ def run_job(
         plan.model,
         device,
         precision,
-        batch_size or 0,
+        used.get("batch_size", batch_size),
         damaged,
     )
     emit({"event": "done", **result.as_dict(), "resumed_frames": resumed})
