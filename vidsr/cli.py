@@ -11,13 +11,13 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from vidsr.batch import batch_options
+from vidsr.batch import DEFAULT_NAME, ORDERS
 from vidsr.errors import InputError, Interrupted, UsageError, VidsrError
 from vidsr.presets import apply_preset, preset_option
 
@@ -448,6 +448,163 @@ def _upscale_folder(input_path: Path, config, opts: dict[str, Any]) -> None:
         sys.exit(3)
 
 
+def batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of ``vidsr batch`` besides those it shares with ``vidsr upscale``."""
+    options = [
+        click.option(
+            "--recursive", "-r", is_flag=True, help="Take videos in sub-folders of folder inputs."
+        ),
+        click.option(
+            "--from-file",
+            "from_file",
+            multiple=True,
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="A text file of inputs, one per line (also: @FILE as an input); repeatable.",
+        ),
+        click.option(
+            "--name",
+            "name_template",
+            default=DEFAULT_NAME,
+            show_default=True,
+            help="Output name template: {stem} {name} {ext} {model} {scale} {codec}.",
+        ),
+        click.option(
+            "--order",
+            type=click.Choice(ORDERS),
+            default="name",
+            show_default=True,
+            help="Processing order: name, size (smallest first) or mtime (oldest first).",
+        ),
+        click.option("--reverse", is_flag=True, help="Reverse --order."),
+        click.option(
+            "--report",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help="Write a JSON report: one entry per input (ok / skipped / failed, error).",
+        ),
+        click.option(
+            "--max-hours",
+            type=float,
+            default=None,
+            help="Stop cleanly between chunks after H hours; the same command resumes.",
+        ),
+        click.option(
+            "--no-disk-check", is_flag=True, help="Skip the free-space check before each file."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def batch_command(inputs: Sequence[str], opts: dict[str, Any]) -> None:
+    """``vidsr batch``: parse, run, print the summary, exit (3 if any file failed, 75 when
+    stopped by --max-hours, 130/143 when interrupted)."""
+    from vidsr.batch import (
+        BatchInput,
+        BatchSettings,
+        _output_scale,
+        collect_inputs,
+        format_summary,
+        order_inputs,
+        output_name,
+        run_batch,
+    )
+    from vidsr.media.encode import encoder_pix_fmts
+    from vidsr.models.loader import check_model_spec
+    from vidsr.presets import apply_preset
+
+    opts = apply_preset(opts)
+    outdir = opts["output"]
+    if outdir is None:
+        raise UsageError("batch needs -o OUTDIR (the folder for every output)")
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"-o {outdir} is a file; batch writes into a folder")
+    if not inputs and not opts["from_file"]:
+        raise UsageError("batch needs inputs: files, folders, globs or @LIST.txt")
+    if opts["max_hours"] is not None and opts["max_hours"] <= 0:
+        raise UsageError("--max-hours must be positive")
+    if opts["batch_size"] < 0:
+        raise UsageError("--batch-size must be 0 (auto) or positive")
+    config = _infer_config(opts)
+    check_model_spec(config.model)
+    if not opts["dry_run"]:  # an absent device or a refused precision, before any work
+        from vidsr.pipeline.infer import resolve_device, resolve_precision
+
+        resolve_precision(config.precision, resolve_device(config.device))
+    encode = _encode_config(opts)
+    encoder_pix_fmts(encode.codec)  # an unknown encoder is a usage error, before any work
+    sample = BatchInput(Path("sample.mkv"), Path("sample.mkv"))
+    output_name(  # a bad template is a usage error before any work
+        opts["name_template"],
+        sample,
+        model=config.model,
+        scale=_output_scale(config),
+        codec=encode.codec,
+    )
+    items = collect_inputs(
+        inputs, recursive=opts["recursive"], from_files=opts["from_file"], exclude=[outdir]
+    )
+    if not items:
+        raise UsageError("no input videos found (folders: add --recursive for sub-folders)")
+    items = order_inputs(items, opts["order"], opts["reverse"])
+    settings = BatchSettings(
+        outdir=outdir,
+        config=config,
+        encode=encode,
+        job=_job_options(opts),
+        name=opts["name_template"],
+        overwrite=opts["overwrite"],
+        batch_size=opts["batch_size"],
+        ignore_errors=opts["ignore_errors"],
+        dry_run=opts["dry_run"],
+        max_hours=opts["max_hours"],
+        report=opts["report"],
+        check_disk=not opts["no_disk_check"],
+    )
+    as_json = opts["as_json"]
+    bar: dict[str, Any] = {}
+
+    def on_event(event: dict[str, Any]) -> None:
+        if as_json:
+            click.echo(json.dumps(event, default=str))
+            return
+        kind = event["event"]
+        if kind == "file_start":
+            click.echo(
+                f"[{event['index'] + 1}/{event['count']}] {event['file']} -> {event['output'] or '?'}",
+                err=True,
+            )
+        elif kind == "start":
+            bar["sink"], bar["close"] = _event_sink(False, event["frames"])
+            bar["sink"](event)
+        elif kind in ("progress", "chunk_done") and "sink" in bar:
+            bar["sink"](event)
+        elif kind == "file_done":
+            if "close" in bar:
+                bar.pop("close")()
+                bar.pop("sink", None)
+            line = f"  {event['status']}"
+            if event.get("error"):
+                line += f": {event['error']}"
+            click.echo(line, err=True)
+
+    def on_plan(plan: Any) -> None:
+        _print_plan(plan, config, opts)
+        click.echo("")
+
+    result = run_batch(items, settings, on_event=on_event, on_plan=on_plan if not as_json else None)
+    if not as_json:
+        click.echo(format_summary(result))
+        if result.log_path:
+            click.echo(f"log: {result.log_path}", err=True)
+    if result.interrupted is not None:
+        raise result.interrupted
+    code = result.exit_code
+    if code:
+        sys.exit(code)
+
+
 @cli.group()
 def models() -> None:
     """List and import models."""
@@ -508,8 +665,6 @@ def batch(inputs: tuple[str, ...], **opts: Any) -> None:
     failing file is reported and the rest go on. Exit 3 if any file failed, 75 when stopped
     by --max-hours. See docs/BATCH.md.
     """
-    from vidsr.batch import batch_command
-
     batch_command(inputs, opts)
 
 
