@@ -25,6 +25,7 @@ from vidsr.errors import PipelineError, UsageError
 from vidsr.files import atomic_output
 from vidsr.media import colour
 from vidsr.media.colour import ColourTags, FromRGB
+from vidsr.media.hdr import HdrMetadata, encoder_options
 
 if TYPE_CHECKING:
     from vidsr.media.probe import MediaInfo
@@ -130,6 +131,7 @@ class VideoEncoder:
         rotation: int = 0,
         sar: Fraction | None = None,
         rate: Fraction | None = None,
+        hdr: HdrMetadata | None = None,
     ) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
@@ -164,6 +166,7 @@ class VideoEncoder:
         if preset is not None:
             opts["preset"] = str(preset)
         opts.update(options or {})
+        opts = encoder_options(codec, hdr, opts)  # HDR10 metadata where the encoder takes it
         self.options = opts
 
         self.frames_written = 0
@@ -226,6 +229,7 @@ class VideoEncoder:
             source_bit_depth=v.bit_depth,
             rotation=v.rotation,
             sar=v.sample_aspect_ratio,
+            hdr=v.hdr,
             rate=v.avg_rate or None,
             **kwargs,
         )

@@ -27,6 +27,7 @@ from av.stream import Discard, Disposition
 
 from vidsr.errors import InputError
 from vidsr.media import colour
+from vidsr.media.hdr import HdrMetadata, read_hdr
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class VideoInfo:
     title: str | None = None
     dispositions: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
+    hdr: HdrMetadata | None = None  # HDR10 mastering display / light levels, if any
 
     @property
     def frame_count(self) -> int:
@@ -390,6 +392,7 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         title=_meta(vmd, "title") or _meta(vmd, "name"),
         dispositions=v_disp,
         metadata=vmd,
+        hdr=read_hdr(frame),
     )
     return MediaInfo(
         path=path,
