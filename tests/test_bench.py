@@ -1,0 +1,132 @@
+"""`vidsr bench` through the real command line (in-process), and its table and chart."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vidsr.bench import STAGES, format_table, parse_size, write_plot
+from vidsr.cli import main
+from vidsr.errors import UsageError
+
+FPS_FIELDS = [f"{name}_fps" for name in STAGES]
+
+
+@pytest.fixture(autouse=True)
+def _vidsr_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path_factory.getbasetemp() / "vidsr-home"
+    monkeypatch.setenv("VIDSR_HOME", str(home))
+    monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bench_json_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the bench's own temp folder
+    png = tmp_path / "bench.png"
+    args = ["bench", "--device", "cpu", "--size", "64x36", "--frames", "8", "--json"]
+    code, out, err = run(capsys, *args, "--plot", str(png))
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1  # one JSON object, nothing else on stdout
+    r = json.loads(out)
+    for key in FPS_FIELDS:
+        assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, key
+    for key in ("pipeline_frames", "segment_frames", "serial_frames", "decode_frames"):
+        assert r[key] == 8, key
+    assert 50 < r["peak_rss_mb"] < 8000
+    assert r["rss_method"] in ("procfs", "psutil")
+    assert set(r["stage_peak_rss_mb"]) == set(STAGES)
+    assert r["peak_gpu_mb"] is None
+    s = r["settings"]
+    assert (s["size"], s["output_size"], s["frames"]) == ("64x36", "256x144", 8)
+    assert (s["device"], s["precision"], s["batch_size"]) == ("cpu", "fp32", 1)
+    assert s["model"] == "realesr-animevideov3" and s["serial_precision"] == "fp32"
+    m = r["machine"]
+    assert m["cpu_count"] >= 1 and m["torch_version"] and m["device_name"].startswith("cpu")
+    assert r["pipeline_vs_model"] == pytest.approx(r["pipeline_fps"] / r["model_fps"], rel=1e-2)
+    assert r["pipeline_stages"]["infer"]["frames"] == 8
+    # The chart: a real PNG with a bar per stage; the temporary folder is gone.
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.mode == "RGB" and im.width >= 600
+    assert list(scratch.iterdir()) == []
+    assert "bench: pipeline..." in err
+
+
+@pytest.mark.parametrize("size", ["abc", "64x", "63x36", "8x8", "64*36", ""])
+def test_bad_size_is_one_line(capsys: pytest.CaptureFixture[str], size: str) -> None:
+    code, out, err = run(capsys, "bench", "--device", "cpu", "--size", size)
+    assert code == UsageError.exit_code
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and "--size" in err and "Traceback" not in err
+
+
+def test_plot_must_be_png(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _out, err = run(capsys, "bench", "--device", "cpu", "--plot", str(tmp_path / "a.jpg"))
+    assert code == UsageError.exit_code and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a.jpg").exists()
+
+
+def test_parse_size() -> None:
+    assert parse_size("128x72") == (128, 72)
+    assert parse_size(" 1920X1080 ") == (1920, 1080)
+
+
+def _fake_result() -> dict:
+    r = {
+        f"{name}_fps": fps
+        for name, fps in zip(STAGES, [900, 14, 8.5, 300, 12, 11.5, 7], strict=True)
+    }
+    r.update(
+        pipeline_vs_model=0.82,
+        pipeline_vs_serial=1.64,
+        pipeline_bound="infer",
+        peak_rss_mb=420.0,
+        peak_gpu_mb=None,
+        settings={
+            "model": "realesr-animevideov3",
+            "size": "128x72",
+            "output_size": "512x288",
+            "frames": 48,
+            "device": "cpu",
+            "precision": "fp32",
+            "batch_size": 1,
+            "codec": "libx264",
+            "compile": False,
+        },
+        machine={
+            "device_name": "cpu: test",
+            "cpu_usable": 2,
+            "torch_version": "2.x",
+            "torch_threads": 2,
+        },
+    )
+    return r
+
+
+def test_table_and_chart_from_figures(tmp_path: Path) -> None:
+    r = _fake_result()
+    table = format_table(r)
+    assert "pipeline (run_job)" in table and "11.50" in table and "0.82" in table
+    png = write_plot(r, tmp_path / "c.png")
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+        # The pipeline bar (red) is drawn.
+        assert (200, 60, 60) in {c for _, c in im.getcolors(maxcolors=1 << 16)}

@@ -1,0 +1,809 @@
+"""``vidsr bench``: how fast each stage runs on this machine, and the whole pipeline against a
+serial baseline built the way Real-ESRGAN's ``inference_realesrgan_video.py`` works.
+
+Everything runs on a clip generated here (ffmpeg ``testsrc2``, libx264) in a temporary folder:
+
+- ``decode``: vidsr's frame-exact decoder, colour conversion to RGB included;
+- ``model``: the ``Upscaler`` call the pipeline makes, in a bare loop on a pre-made batch already
+  on the device (same batch size and precision; warm-up calls excluded; CUDA synchronised);
+- ``model_nchw``: the same network, batch and precision with plain NCHW tensors and weights
+  (no channels_last): what the memory format is worth;
+- ``encode``: ``VideoEncoder`` (RGB -> YUV included) on pre-made upscaled frames, in-process;
+- ``segment``: ``upscale_segment`` (decode thread -> model -> encoder process);
+- ``pipeline``: ``run_job``, i.e. what ``vidsr upscale`` does (plan, chunk, segment, join,
+  remux), the model already loaded;
+- ``serial``: one frame at a time in one thread, as Real-ESRGAN's video script: an ffmpeg
+  process decodes to rgb24 on a pipe -> float32 numpy -> NCHW tensor (fp32 on the CPU,
+  ``.half()`` on CUDA, no channels_last) -> model -> ``.cpu()`` per frame -> uint8 numpy -> raw
+  pipe into an ffmpeg process encoding with vidsr's codec settings.
+
+Peak memory: resident set of the whole process tree (the encoder process and ffmpeg children
+included), sampled every 25 ms straight from /proc (psutil's tree walk costs ~1 ms a sample and
+measurably slowed the stages; psutil is the fallback elsewhere, then ``getrusage`` maxima), and
+``torch.cuda.max_memory_allocated`` on CUDA (None on the CPU). ``other_cpu_seconds`` says how
+much CPU other processes took meanwhile: figures from a busy machine are not worth keeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from vidsr.errors import PipelineError, UsageError
+
+OnStage = Callable[[str], None]
+
+#: Stages in the order they run, with the label the table and the chart use.
+STAGES = {
+    "decode": "decode (vidsr decoder + RGB)",
+    "model": "model only (Upscaler call)",
+    "model_nchw": "model only, NCHW",
+    "encode": "encode (VideoEncoder)",
+    "segment": "upscale_segment",
+    "pipeline": "pipeline (run_job)",
+    "serial": "serial (Real-ESRGAN style)",
+}
+_RATE = 24
+_SAMPLE_SECONDS = 0.025
+_WARMUP_CALLS = 2
+_QUIET = ("-hide_banner", "-loglevel", "error")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"128x72"`` -> ``(128, 72)``. Even sizes from 16x16 to 7680x4320 (4:2:0 video)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
+    if not m:
+        raise UsageError(f"--size takes WIDTHxHEIGHT (e.g. 128x72), not {text!r}")
+    w, h = int(m.group(1)), int(m.group(2))
+    if not (16 <= w <= 7680 and 16 <= h <= 4320) or w % 2 or h % 2:
+        raise UsageError(f"--size {w}x{h}: width and height must be even, 16x16 to 7680x4320")
+    return w, h
+
+
+def make_clip(path: Path, width: int, height: int, frames: int, rate: int = _RATE) -> Path:
+    """A ``frames``-frame ``testsrc2`` clip (libx264, yuv420p) at ``path``."""
+    from vidsr.media.ffmpeg import run_ffmpeg
+
+    run_ffmpeg(
+        [
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={width}x{height}:rate={rate}",
+            "-frames:v",
+            str(frames),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "18",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ]
+    )
+    return path
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+
+def _procfs_tree_rss(pid: int) -> int | None:
+    """RSS of ``pid`` and all its descendants from /proc (``task/*/children`` and ``statm``):
+    about 40 us, against about 1 ms for psutil's ``children(recursive=True)``, which scans
+    every process on the machine - a cost that would slow the stages being measured. None
+    where the kernel does not offer ``children``."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except FileNotFoundError:
+            if p == pid:
+                return None  # no /proc/PID/task/TID/children here
+        except (OSError, ValueError, IndexError):
+            continue  # a child that ended meanwhile
+    return total
+
+
+class MemorySampler:
+    """Samples the resident set of this process and all its descendants in a thread; keeps
+    the peak overall and per stage (``stage(name)``). Reads /proc directly where it can
+    (``method`` "procfs"), else uses psutil ("psutil"), else ``getrusage`` maxima of this
+    process plus its largest ended child ("getrusage")."""
+
+    def __init__(self, interval: float = _SAMPLE_SECONDS) -> None:
+        self.interval = interval
+        self.peak = 0
+        self.peaks: dict[str, int] = {}
+        self.current: str | None = None
+        self._proc: Any = None
+        if _procfs_tree_rss(os.getpid()) is not None:
+            self.method = "procfs"
+        else:
+            try:
+                import psutil
+
+                self._proc = psutil.Process()
+                self.method = "psutil"
+            except ImportError:
+                self.method = "getrusage"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vidsr-bench-rss", daemon=True)
+
+    def tree_rss(self) -> int:
+        if self.method == "procfs":
+            return _procfs_tree_rss(os.getpid()) or 0
+        if self._proc is None:
+            import resource
+
+            # ru_maxrss is in KiB on Linux; children: the largest one that has ended.
+            own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            return int(own + kids) * 1024
+        total = 0
+        procs = [self._proc]
+        with contextlib.suppress(Exception):
+            procs += self._proc.children(recursive=True)
+        for p in procs:
+            with contextlib.suppress(Exception):  # a child may end between the two calls
+                total += p.memory_info().rss
+        return total
+
+    def sample(self) -> None:
+        rss = self.tree_rss()
+        self.peak = max(self.peak, rss)
+        if self.current is not None:
+            self.peaks[self.current] = max(self.peaks.get(self.current, 0), rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.sample()
+        self.current = name
+        try:
+            yield
+        finally:
+            self.sample()
+            self.current = None
+
+    def __enter__(self) -> MemorySampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sample()
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds every process on the machine has spent working since boot (Linux)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    ticks = [int(v) for v in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    busy = sum(ticks[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and its waited-for children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuAccount:
+    """How much CPU other processes used while the benchmark ran: a busy machine makes the
+    figures meaningless, and this says so (``other_cpu_seconds`` against ``wall_seconds``)."""
+
+    def __enter__(self) -> CpuAccount:
+        self.t0, self.busy0, self.own0 = (
+            time.perf_counter(),
+            _busy_cpu_seconds(),
+            _own_cpu_seconds(),
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+        busy1, own1 = _busy_cpu_seconds(), _own_cpu_seconds()
+        self.own = own1 - self.own0
+        self.other = (
+            None
+            if busy1 is None or self.busy0 is None
+            else max(0.0, (busy1 - self.busy0) - self.own)
+        )
+
+
+def _mb(n: float | None) -> float | None:
+    return None if n is None else round(n / 2**20, 1)
+
+
+# --- machine ----------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``lscpu``'s), or ``platform.processor()``."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: Any) -> dict[str, Any]:
+    import av
+    import numpy as np
+    import torch
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "cpu_usable": usable,
+        "cpu_model": cpu_model(),
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_version": torch.version.cuda,
+        "pyav_version": av.__version__,
+        "numpy_version": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["gpu_memory_mb"] = _mb(torch.cuda.get_device_properties(device).total_memory)
+    else:
+        info["device_name"] = f"cpu: {info['cpu_model']}"
+    return info
+
+
+# --- stages -----------------------------------------------------------------------------------
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _bench_decode(clip: Path, info: Any, keep: int) -> tuple[float, int, list[Any]]:
+    """(seconds, frames, the first ``keep`` decoded frames)."""
+    from vidsr.media.decode import decode_frames
+
+    kept: list[Any] = []
+    n = 0
+    t0 = time.perf_counter()
+    with decode_frames(clip, info=info) as frames:
+        for f in frames:
+            n += 1
+            if len(kept) < keep:
+                kept.append(f)
+    return time.perf_counter() - t0, n, kept
+
+
+def _batch_tensor(rgbs: list[Any], batch: int, device: Any) -> Any:
+    from vidsr.media.colour import rgb_to_tensor
+
+    chosen = [rgbs[i % len(rgbs)] for i in range(batch)]
+    return rgb_to_tensor(chosen, device=device)
+
+
+def _bench_forward(call: Callable[[Any], Any], x: Any, frames: int, device: Any) -> float:
+    """Seconds for ceil(frames / batch) calls of ``call(x)`` after warm-up calls."""
+    import torch
+
+    calls = max(1, math.ceil(frames / x.shape[0]))
+    with torch.inference_mode():
+        for _ in range(_WARMUP_CALLS):
+            call(x)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            call(x)
+        _sync(device)
+        return time.perf_counter() - t0
+
+
+def _nchw_call(module: Any, dtype: Any, device: Any) -> Callable[[Any], Any]:
+    """The network on plain NCHW tensors at the Upscaler's precision (bf16 on the CPU runs
+    under autocast, as the Upscaler does)."""
+    import torch
+
+    autocast = device.type == "cpu" and dtype == torch.bfloat16
+
+    def call(x: Any) -> Any:
+        x = x.to(dtype=torch.float32 if autocast else dtype).contiguous()
+        if autocast:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return module(x)
+        return module(x)
+
+    return call
+
+
+def _contiguous_copy(module: Any, device: Any, dtype: Any) -> Any:
+    """A copy of ``module`` on ``device`` at ``dtype`` with plain (NCHW) weights."""
+    import torch
+
+    m = copy.deepcopy(module).to(device=device, dtype=dtype)
+    for p in m.parameters():
+        p.data = p.data.contiguous(memory_format=torch.contiguous_format)
+    return m.eval()
+
+
+def _bench_encode(
+    path: Path, info: Any, frames_up: list[Any], count: int, width: int, height: int, codec: str
+) -> float:
+    from vidsr.media.encode import VideoEncoder
+
+    pts = info.video.frame_pts
+    t0 = time.perf_counter()
+    enc = VideoEncoder.from_source(path, info, width=width, height=height, codec=codec)
+    try:
+        for i in range(count):
+            enc.write(frames_up[i % len(frames_up)], pts[i])
+    except BaseException:
+        enc.abort()
+        raise
+    enc.close()
+    return time.perf_counter() - t0
+
+
+def _codec_args(codec: str) -> list[str]:
+    from vidsr.media.encode import CODEC_DEFAULTS
+
+    args = ["-c:v", codec]
+    for key, value in CODEC_DEFAULTS.get(codec, {}).items():
+        args += [f"-{key}", value]
+    return args
+
+
+def _bench_serial(
+    clip: Path,
+    out: Path,
+    module: Any,
+    *,
+    device: Any,
+    half: bool,
+    width: int,
+    height: int,
+    scale: int,
+    codec: str,
+) -> tuple[float, int]:
+    """Real-ESRGAN's ``inference_realesrgan_video.py`` loop (one process per GPU, its default):
+    ffmpeg reader pipe -> per frame: numpy float32 -> tensor -> model -> cpu -> uint8 ->
+    ffmpeg writer pipe. Returns (seconds, frames)."""
+    import numpy as np
+    import torch
+
+    from vidsr.media.ffmpeg import ffmpeg_exe
+
+    exe = ffmpeg_exe()
+    ow, oh = width * scale, height * scale
+    frame_bytes = width * height * 3
+    raw_in = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{ow}x{oh}", "-framerate", str(_RATE)]
+    raw_in += ["-i", "pipe:"]
+    with tempfile.TemporaryFile() as r_err, tempfile.TemporaryFile() as w_err:
+        t0 = time.perf_counter()
+        reader = subprocess.Popen(
+            [
+                exe,
+                *_QUIET,
+                "-nostdin",
+                "-i",
+                str(clip),
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+                "pipe:",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=r_err,
+        )
+        writer = subprocess.Popen(
+            [exe, *_QUIET, "-y", *raw_in, *_codec_args(codec), "-pix_fmt", "yuv420p", str(out)],
+            stdin=subprocess.PIPE,
+            stderr=w_err,
+        )
+        n = 0
+        assert reader.stdout is not None and writer.stdin is not None
+        try:
+            while True:
+                buf = reader.stdout.read(frame_bytes)
+                if len(buf) < frame_bytes:
+                    break
+                img = np.frombuffer(buf, np.uint8).reshape(height, width, 3)
+                img = img.astype(np.float32) / 255.0
+                t = torch.from_numpy(np.transpose(img, (2, 0, 1))).float()
+                t = t.unsqueeze(0).to(device)
+                if half:
+                    t = t.half()
+                with torch.no_grad():
+                    y = module(t)
+                y = y.data.squeeze().float().cpu().clamp_(0, 1).numpy()
+                y = np.transpose(y, (1, 2, 0))
+                writer.stdin.write((y * 255.0).round().astype(np.uint8).tobytes())
+                n += 1
+            writer.stdin.close()
+            w_code, r_code = writer.wait(), reader.wait()
+        finally:
+            for p in (reader, writer):
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        seconds = time.perf_counter() - t0
+        for code, err, what in ((r_code, r_err, "reader"), (w_code, w_err, "writer")):
+            if code != 0:
+                err.seek(0)
+                lines = err.read().decode(errors="replace").strip().splitlines()
+                raise PipelineError(
+                    f"serial baseline: ffmpeg {what} failed: {lines[-1] if lines else code}"
+                )
+    return seconds, n
+
+
+# --- the benchmark ----------------------------------------------------------------------------
+
+
+def run_bench(
+    *,
+    model: str = "realesr-animevideov3",
+    size: tuple[int, int] = (128, 72),
+    frames: int = 48,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 0,
+    codec: str = "libx264",
+    compile: bool = False,
+    work_dir: str | os.PathLike[str] | None = None,
+    on_stage: OnStage | None = None,
+) -> dict[str, Any]:
+    """Measure every stage (see the module docstring) and return one flat dict: ``*_fps`` per
+    stage, ``pipeline_frames``, ``peak_rss_mb``, ``peak_gpu_mb``, ``stage_peak_rss_mb``,
+    ``pipeline_stages`` (the run's own per-stage busy figures), ``settings`` and ``machine``.
+    ``work_dir``: where the clip and outputs go (default: a temporary folder, removed)."""
+    import numpy as np
+    import torch
+
+    from vidsr.config import InferConfig
+    from vidsr.jobs.runner import JobOptions, run_job
+    from vidsr.media.colour import tensor_to_rgb
+    from vidsr.media.decode import decode_frames
+    from vidsr.media.probe import probe
+    from vidsr.models.loader import load_network
+    from vidsr.pipeline.infer import Upscaler, resolve_device, resolve_precision
+    from vidsr.pipeline.video import EncodeConfig, auto_batch_size, plan_video, upscale_segment
+
+    width, height = size
+    if frames < 1:
+        raise UsageError("--frames must be at least 1")
+    if batch_size < 0:
+        raise UsageError("--batch-size must be 0 (auto) or positive")
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    say = on_stage or (lambda name: None)
+
+    net = load_network(model)
+    if height % net.size_multiple or width % net.size_multiple:
+        raise UsageError(f"--size must be a multiple of {net.size_multiple} for {model}")
+    # Copies with plain NCHW weights, made before the Upscaler turns the weights channels_last.
+    weight_dtype = torch.float32 if (dev.type == "cpu" and dtype == torch.bfloat16) else dtype
+    nchw_module = _contiguous_copy(net.module, dev, weight_dtype)
+    serial_half = dev.type == "cuda"  # Real-ESRGAN: fp16 on a GPU unless --fp32; CPU fp32
+    serial_module = _contiguous_copy(
+        net.module, dev, torch.float16 if serial_half else torch.float32
+    )
+    upscaler = Upscaler(net, device=dev, dtype=dtype)
+    if compile:
+        upscaler.module = torch.compile(upscaler.module)
+    scale = net.scale
+    ow, oh = width * scale, height * scale
+    bs = batch_size or auto_batch_size(upscaler, height, width)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    gpu_peaks: dict[str, float | None] = {}
+    other_cpu: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(name: str) -> Iterator[None]:
+        say(name)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+        with sampler.stage(name), CpuAccount() as acct:
+            yield
+        if acct.other is not None:
+            other_cpu[name] = round(acct.other, 2)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            gpu_peaks[name] = _mb(torch.cuda.max_memory_allocated(dev))
+
+    seconds: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    machine = machine_info(dev)
+    tmp_ctx: Any = (
+        tempfile.TemporaryDirectory(prefix="vidsr-bench-")
+        if work_dir is None
+        else contextlib.nullcontext(str(work_dir))
+    )
+    with tmp_ctx as tmp_name, MemorySampler() as sampler, CpuAccount() as cpu:
+        tmp = Path(tmp_name)
+        tmp.mkdir(parents=True, exist_ok=True)
+        say("clip")
+        clip = make_clip(tmp / "clip.mkv", width, height, frames)
+        info = probe(clip)
+        if info.video.frame_count != frames:
+            raise PipelineError(f"the generated clip has {info.video.frame_count} frames")
+
+        keep = max(1, min(frames, 8, max(bs, 1)))
+        with stage("decode"):
+            seconds["decode"], counts["decode"], kept = _bench_decode(clip, info, keep)
+        rgbs = [f.rgb for f in kept]
+
+        x = _batch_tensor(rgbs, bs, dev)
+        counts["model"] = counts["model_nchw"] = math.ceil(frames / bs) * bs
+        with stage("model"):
+            seconds["model"] = _bench_forward(upscaler, x, frames, dev)
+        with stage("model_nchw"):
+            seconds["model_nchw"] = _bench_forward(
+                _nchw_call(nchw_module, dtype, dev), x, frames, dev
+            )
+        del nchw_module
+
+        # Upscaled frames for the encoder: the model's own output for the kept frames.
+        frames_up = [
+            tensor_to_rgb(upscaler(_batch_tensor([rgb], 1, dev)), np.uint8)[0] for rgb in rgbs
+        ]
+        del x
+        with stage("encode"):
+            seconds["encode"] = _bench_encode(
+                tmp / "encode.mkv", info, frames_up, frames, ow, oh, codec
+            )
+        counts["encode"] = frames
+        del frames_up
+
+        with torch.no_grad():  # warm the serial model up too: steady state on both sides
+            serial_module(
+                torch.zeros(
+                    (1, 3, height, width), device=dev, dtype=next(serial_module.parameters()).dtype
+                )
+            )
+        with stage("serial"):
+            seconds["serial"], counts["serial"] = _bench_serial(
+                clip,
+                tmp / "serial.mkv",
+                serial_module,
+                device=dev,
+                half=serial_half,
+                width=width,
+                height=height,
+                scale=scale,
+                codec=codec,
+            )
+        del serial_module
+
+        encode = EncodeConfig(codec=codec)
+        with stage("segment"):
+            t0 = time.perf_counter()
+            seg = upscale_segment(
+                decode_frames(clip, info=info),
+                upscaler=upscaler,
+                encoder_kwargs={
+                    "path": tmp / "segment.mkv",
+                    "info": info,
+                    "width": ow,
+                    "height": oh,
+                    **encode.encoder_kwargs(),
+                },
+                out_shape=(oh, ow, 3),
+                out_dtype=np.dtype(np.uint8),
+                batch_size=bs,
+            )
+            seconds["segment"] = time.perf_counter() - t0
+        counts["segment"] = seg.frames
+
+        with stage("pipeline"):
+            t0 = time.perf_counter()
+            plan = plan_video(
+                clip, tmp / "pipeline.mkv", model=model, scale=None, encode=encode, overwrite=True
+            )
+            config = InferConfig(model=model, device=str(dev), precision=upscaler.precision_name)
+            result = run_job(
+                plan,
+                config,
+                JobOptions(work_dir=tmp / "pipeline-work"),
+                upscaler=upscaler,
+                batch_size=bs,
+            )
+            seconds["pipeline"] = time.perf_counter() - t0
+        counts["pipeline"] = result.frames
+
+    out: dict[str, Any] = {}
+    for name in STAGES:
+        fps = counts[name] / seconds[name] if seconds[name] > 0 else None
+        out[f"{name}_fps"] = None if fps is None else round(fps, 3)
+    model_fps, pipeline_fps, serial_fps = out["model_fps"], out["pipeline_fps"], out["serial_fps"]
+    out.update(
+        {
+            "pipeline_frames": counts["pipeline"],
+            "segment_frames": counts["segment"],
+            "serial_frames": counts["serial"],
+            "decode_frames": counts["decode"],
+            "pipeline_vs_model": round(pipeline_fps / model_fps, 3) if model_fps else None,
+            "pipeline_vs_serial": round(pipeline_fps / serial_fps, 3) if serial_fps else None,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "pipeline_stages": {k: v.as_dict() for k, v in result.stages.items()},
+            "segment_stages": {k: v.as_dict() for k, v in seg.stages.items()},
+            "pipeline_bound": result.bound,
+            "wall_seconds": round(cpu.wall, 2),
+            "own_cpu_seconds": round(cpu.own, 2),
+            "other_cpu_seconds": None if cpu.other is None else round(cpu.other, 2),
+            "stage_other_cpu_seconds": other_cpu or None,
+            "peak_rss_mb": _mb(sampler.peak),
+            "stage_peak_rss_mb": {k: _mb(v) for k, v in sampler.peaks.items()},
+            "rss_method": sampler.method,
+            "peak_gpu_mb": max((v for v in gpu_peaks.values() if v is not None), default=None),
+            "stage_peak_gpu_mb": gpu_peaks or None,
+            "settings": {
+                "model": model,
+                "size": f"{width}x{height}",
+                "output_size": f"{ow}x{oh}",
+                "frames": frames,
+                "device": str(dev),
+                "precision": upscaler.precision_name,
+                "batch_size": bs,
+                "codec": codec,
+                "compile": compile,
+                "serial_precision": "fp16" if serial_half else "fp32",
+            },
+            "machine": machine,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "argv": sys.argv[1:],
+        }
+    )
+    return out
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table of the figures."""
+    s, m = result["settings"], result["machine"]
+    lines = [
+        f"vidsr bench: {s['model']} {s['size']} -> {s['output_size']}, {s['frames']} frames, "
+        f"{s['device']} {s['precision']}, batch {s['batch_size']}, {s['codec']}"
+        + (", torch.compile" if s.get("compile") else ""),
+        f"machine: {m['device_name']}; {m['cpu_usable']} CPUs; torch {m['torch_version']} "
+        f"({m['torch_threads']} threads)",
+        "",
+        f"{'stage':<30} {'fps':>9}",
+    ]
+    for name, label in STAGES.items():
+        fps = result.get(f"{name}_fps")
+        lines.append(f"{label:<30} {('-' if fps is None else f'{fps:.2f}'):>9}")
+    lines.append("")
+    ratio = result.get("pipeline_vs_model")
+    if ratio is not None:
+        lines.append(f"pipeline / model only:  {ratio:.2f}")
+    ratio = result.get("pipeline_vs_serial")
+    if ratio is not None:
+        lines.append(f"pipeline / serial:      {ratio:.2f}")
+    lines.append(f"pipeline bound by:      {result.get('pipeline_bound')}")
+    lines.append(f"peak RSS (process tree): {result['peak_rss_mb']} MB")
+    gpu = result.get("peak_gpu_mb")
+    lines.append(f"peak GPU memory:        {'-' if gpu is None else f'{gpu} MB'}")
+    other, wall = result.get("other_cpu_seconds"), result.get("wall_seconds")
+    if other is not None and wall:
+        note = "  (busy machine: figures unreliable)" if other > 0.1 * wall else ""
+        lines.append(f"other processes' CPU:   {other:.1f} s over {wall:.1f} s{note}")
+    return "\n".join(lines)
+
+
+_COLOURS = {
+    "decode": (86, 140, 200),
+    "model": (230, 140, 50),
+    "model_nchw": (240, 185, 120),
+    "encode": (110, 170, 100),
+    "segment": (150, 120, 190),
+    "pipeline": (200, 60, 60),
+    "serial": (120, 120, 120),
+}
+
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def write_plot(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """A horizontal bar chart (log scale, fps) of every stage as a PNG at ``path``."""
+    from PIL import Image, ImageDraw
+
+    path = Path(path)
+    rows = [(n, lbl, result.get(f"{n}_fps")) for n, lbl in STAGES.items()]
+    rows = [(n, lbl, v) for n, lbl, v in rows if v]
+    if not rows:
+        raise PipelineError("nothing to plot: no stage has a figure")
+    lo = 10 ** math.floor(math.log10(min(v for _, _, v in rows)))
+    hi = 10 ** math.ceil(math.log10(max(v for _, _, v in rows) * 1.0001))
+    if hi <= lo:
+        hi = lo * 10
+    left, right, top, bar_h, gap = 250, 110, 70, 30, 14
+    width = 1000
+    height = top + len(rows) * (bar_h + gap) + 50
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    title, small = _font(16), _font(13)
+    s, m = result["settings"], result["machine"]
+    draw.text(
+        (10, 10),
+        f"vidsr bench: {s['model']} {s['size']} x{s['frames']} frames, {s['device']} "
+        f"{s['precision']}, batch {s['batch_size']}",
+        fill="black",
+        font=title,
+    )
+    draw.text(
+        (10, 34), f"{m['device_name']} - frames per second (log scale)", fill="black", font=small
+    )
+    span = width - left - right
+
+    def xpos(v: float) -> float:
+        return left + span * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+
+    bottom = top + len(rows) * (bar_h + gap)
+    decade = lo
+    while decade <= hi * 1.0001:
+        x = xpos(decade)
+        draw.line([(x, top - 6), (x, bottom)], fill=(210, 210, 210))
+        draw.text((x - 10, bottom + 6), f"{decade:g}", fill="black", font=small)
+        decade *= 10
+    for i, (name, label, value) in enumerate(rows):
+        y = top + i * (bar_h + gap)
+        draw.text((10, y + 7), label, fill="black", font=small)
+        draw.rectangle([left, y, max(left + 1, xpos(value)), y + bar_h], fill=_COLOURS[name])
+        draw.text((xpos(value) + 6, y + 7), f"{value:.1f}", fill="black", font=small)
+    img.save(path, format="PNG")
+    return path
