@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,3 +32,17 @@ def test_image(h: int = 40, w: int = 56, seed: int = 0) -> torch.Tensor:
 
 
 test_image.__test__ = False  # not a pytest test
+
+
+def run_cli(capture: Any, *args: str) -> tuple[int, str, str]:
+    """Run ``vidsr ARGS`` in-process: (exit code, stdout, stderr) read from ``capture``
+    (pytest's capsys or capfd)."""
+    from vidsr.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capture.readouterr()
+    return code, out, err

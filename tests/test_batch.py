@@ -13,11 +13,11 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from helpers import run_cli as run
 from media_factory import X264_B, ffmpeg
 
 from vidsr import batch
 from vidsr.batch import collect_inputs, order_inputs, output_name
-from vidsr.cli import main
 from vidsr.errors import Interrupted, UsageError
 from vidsr.media.probe import probe
 
@@ -41,16 +41,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def clip(path: Path, seconds: float, audio: bool = False) -> Path:

@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import run_cli as run
 from PIL import Image
 
 from vidsr.bench import STAGES, format_table, parse_size, write_plot
-from vidsr.cli import main
 from vidsr.errors import UsageError
 
 FPS_FIELDS = [f"{name}_fps" for name in STAGES]
@@ -22,16 +22,6 @@ def _vidsr_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     home = tmp_path_factory.getbasetemp() / "vidsr-home"
     monkeypatch.setenv("VIDSR_HOME", str(home))
     monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_bench_json_and_plot(

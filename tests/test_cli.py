@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import OFFICIAL_ANIMEVIDEOV3, psnr
+from helpers import run_cli as run
 from PIL import Image
-
-from vidsr.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -22,16 +21,6 @@ def _vidsr_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     home = tmp_path_factory.getbasetemp() / "vidsr-home"
     monkeypatch.setenv("VIDSR_HOME", str(home))
     monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def drawing(path: Path, size: tuple[int, int] = (40, 28), mode: str = "RGB") -> Path:

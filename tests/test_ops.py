@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli as run
 from PIL import Image
 
-from vidsr.cli import main
 from vidsr.ops import doctor_report, format_doctor, make_preview, parse_time
 
 MODELS = ["realesr-animevideov3", "RealESRGAN_x4plus_anime_6B"]
@@ -31,16 +31,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # --- probe ----------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
+from helpers import run_cli as run
+
 from vidsr import presets
-from vidsr.cli import main
 from vidsr.config import merge_preset
 from vidsr.media.probe import probe
 
@@ -38,16 +39,6 @@ def shared_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     monkeypatch.setenv("VIDSR_HOME", str(path))
     monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
     return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def plan_line(out: str, key: str) -> str:
