@@ -573,7 +573,9 @@ def run_bench(
         if info.video.frame_count != frames:
             raise PipelineError(f"the generated clip has {info.video.frame_count} frames")
 
-        keep = max(1, min(frames, 8, max(bs, 1)))
+        # Distinct frames for the model batch and the encoder (a repeated frame would make
+        # x264's work trivial): up to 16, at most ~256 MB of upscaled pixels.
+        keep = max(1, min(frames, 16, (256 << 20) // (oh * ow * 3)))
         with stage("decode"):
             seconds["decode"], counts["decode"], kept = _bench_decode(clip, info, keep)
         rgbs = [f.rgb for f in kept]
