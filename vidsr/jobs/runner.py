@@ -19,6 +19,7 @@ from vidsr.errors import Interrupted, UsageError
 from vidsr.jobs.chunk import ChunkResult, ChunkTask
 from vidsr.jobs.plan import plan_chunks
 from vidsr.jobs.state import JobState, default_work_dir, settings_fingerprint
+from vidsr.media.remux import MP4_SUFFIXES
 from vidsr.pipeline.stages import StageStats
 from vidsr.pipeline.video import UpscaleResult, VideoPlan
 
@@ -43,7 +44,7 @@ class JobOptions:
 
 def _segment_suffix(output: Path) -> str:
     # mkv stores times in ms; an mp4 output keeps finer source times through mp4 segments.
-    return ".mp4" if output.suffix.lower() in (".mp4", ".m4v", ".mov") else ".mkv"
+    return ".mp4" if output.suffix.lower() in MP4_SUFFIXES else ".mkv"
 
 
 def _remove_stale_temps(output: Path) -> None:

@@ -26,6 +26,7 @@ from vidsr.files import atomic_output
 from vidsr.media import colour
 from vidsr.media.colour import ColourTags, FromRGB
 from vidsr.media.hdr import HdrMetadata, encoder_options
+from vidsr.media.remux import MP4_SUFFIXES
 
 if TYPE_CHECKING:
     from vidsr.media.probe import MediaInfo
@@ -45,7 +46,6 @@ CODEC_DEFAULTS: dict[str, dict[str, str]] = {
 }
 # Codecs whose "quality" knob is not called crf.
 _CRF_OPTION = {"h264_nvenc": "cq", "hevc_nvenc": "cq", "av1_nvenc": "cq"}
-_MOV_SUFFIXES = {".mp4", ".m4v", ".mov"}
 # Encoders that refuse odd sizes with chroma subsampling.
 _EVEN_ONLY = {"libx264", "libx265", "libsvtav1", "h264_nvenc", "hevc_nvenc", "av1_nvenc"}
 
@@ -176,7 +176,7 @@ class VideoEncoder:
         tmp = self._stack.enter_context(atomic_output(self.path))
         try:
             container_options = {}
-            if self.path.suffix.lower() in _MOV_SUFFIXES:
+            if self.path.suffix.lower() in MP4_SUFFIXES:
                 # MP4/MOV store a start offset (edit list) in the movie timescale, 1 ms by
                 # default: a video starting at 1.48333 s would move by 0.33 ms. Use ours.
                 container_options["movie_timescale"] = str(self.time_base.denominator)
