@@ -31,7 +31,18 @@ def test_bench_json_and_plot(
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the bench's own temp folder
     png = tmp_path / "bench.png"
-    args = ["bench", "--device", "cpu", "--size", "64x36", "--frames", "8", "--json"]
+    args = [
+        "bench",
+        "--device",
+        "cpu",
+        "--size",
+        "64x36",
+        "--frames",
+        "8",
+        "--json",
+        "--lanes",
+        "3",
+    ]
     code, out, err = run(capsys, *args, "--plot", str(png))
     assert code == 0, err
     assert len(out.strip().splitlines()) == 1  # one JSON object, nothing else on stdout
@@ -51,6 +62,10 @@ def test_bench_json_and_plot(
     m = r["machine"]
     assert m["cpu_count"] >= 1 and m["torch_version"] and m["device_name"].startswith("cpu")
     assert r["pipeline_vs_model"] == pytest.approx(r["pipeline_fps"] / r["model_fps"], rel=1e-2)
+    assert s["lanes"] == 3  # --lanes reaches the pipeline
+    assert r["pipeline_vs_model_lanes"] == pytest.approx(
+        r["pipeline_fps"] / r["model_lanes_fps"], rel=1e-2
+    )
     assert r["pipeline_stages"]["infer"]["frames"] == 8
     # The chart: a real PNG with a bar per stage; the temporary folder is gone.
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -82,10 +97,11 @@ def test_parse_size() -> None:
 def _fake_result() -> dict:
     r = {
         f"{name}_fps": fps
-        for name, fps in zip(STAGES, [900, 14, 8.5, 300, 12, 11.5, 7], strict=True)
+        for name, fps in zip(STAGES, [900, 14, 16.5, 8.5, 300, 12, 11.5, 7], strict=True)
     }
     r.update(
         pipeline_vs_model=0.82,
+        pipeline_vs_model_lanes=0.70,
         pipeline_vs_serial=1.64,
         pipeline_bound="infer",
         peak_rss_mb=420.0,
@@ -98,6 +114,7 @@ def _fake_result() -> dict:
             "device": "cpu",
             "precision": "fp32",
             "batch_size": 1,
+            "lanes": 2,
             "codec": "libx264",
             "compile": False,
         },
@@ -115,6 +132,7 @@ def test_table_and_chart_from_figures(tmp_path: Path) -> None:
     r = _fake_result()
     table = format_table(r)
     assert "pipeline (run_job)" in table and "11.50" in table and "0.82" in table
+    assert "lanes 2" in table and "pipeline / model lanes: 0.70" in table
     png = write_plot(r, tmp_path / "c.png")
     with Image.open(png) as im:
         assert im.format == "PNG"

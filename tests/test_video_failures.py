@@ -15,7 +15,6 @@ import hashlib
 import itertools
 import json
 import math
-import multiprocessing
 import os
 import queue
 import shutil
@@ -203,6 +202,16 @@ def descendants(root: int | None = None) -> list[psutil.Process]:
     return found
 
 
+def encoder_children() -> list[psutil.Process]:
+    """This process's live encoder processes (started with ``python -c ... child_main()``)."""
+    found = []
+    for p in descendants():
+        with contextlib.suppress(psutil.Error):
+            if "encoder_process import child_main" in " ".join(p.cmdline()):
+                found.append(p)
+    return found
+
+
 def wait_gone(procs: list[psutil.Process], timeout: float = 3.0) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout
     while any(_live(p) for p in procs) and time.monotonic() < deadline:
@@ -286,7 +295,7 @@ def test_encoder_killed_mid_run_fails_promptly_and_leaves_nothing(
     def on_event(event: dict[str, Any]) -> None:
         if event["event"] != "progress" or killed:
             return
-        (child,) = [p for p in multiprocessing.active_children() if p.name == "vidsr-encoder"]
+        (child,) = encoder_children()
         deadline = time.monotonic() + 10  # until the child has its partial segment open
         while not list(out_dir.rglob("*.part*")) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -504,7 +513,7 @@ def test_parent_killed_leaves_no_orphan_encoder(
     cli_runs.append(run)
     run.wait_frames(6)  # past the 4-slot ring: the encoder is writing its partial segment
     children = psutil.Process(run.proc.pid).children(recursive=True)
-    assert any("multiprocessing-fork" in " ".join(p.cmdline()) for p in children)
+    assert any("encoder_process import child_main" in " ".join(p.cmdline()) for p in children)
     os.kill(run.proc.pid, signal.SIGKILL)
     run.proc.wait(timeout=5)
     left = wait_gone(children, timeout=3)

@@ -29,6 +29,7 @@ def upscale(
     pix_fmt: str | None = None,
     encoder_options: Mapping[str, str] | None = None,
     batch_size: int = 0,
+    lanes: int = 0,
     ignore_errors: bool = False,
     overwrite: bool = False,
     on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -45,6 +46,7 @@ def upscale(
     from vidsr.files import check_output_path
     from vidsr.jobs.runner import upscale_video
     from vidsr.media.image import is_image_path
+    from vidsr.pipeline.encoder_process import encoder_pool
     from vidsr.pipeline.images import upscale_image_file
     from vidsr.pipeline.infer import build_upscaler
     from vidsr.pipeline.stages import StageStats
@@ -61,6 +63,7 @@ def upscale(
         tile_pad=tile_pad,
         scale=scale,
         denoise_strength=denoise_strength,
+        lanes=lanes,
     )
     if is_image_path(src):
         upscaler = build_upscaler(config)
@@ -91,15 +94,17 @@ def upscale(
         pix_fmt=pix_fmt,
         options=tuple((encoder_options or {}).items()),
     )
-    plan = plan_video(
-        src,
-        Path(output) if output else None,
-        model=model,
-        scale=scale,
-        encode=encode,
-        overwrite=overwrite,
-    )
-    upscaler = build_upscaler(config)
-    return upscale_video(
-        plan, upscaler, batch_size=batch_size, ignore_errors=ignore_errors, on_event=on_event
-    )
+    # The encoder process starts first: its start-up overlaps loading the model.
+    with encoder_pool(prestart=True):
+        plan = plan_video(
+            src,
+            Path(output) if output else None,
+            model=model,
+            scale=scale,
+            encode=encode,
+            overwrite=overwrite,
+        )
+        upscaler = build_upscaler(config)
+        return upscale_video(
+            plan, upscaler, batch_size=batch_size, ignore_errors=ignore_errors, on_event=on_event
+        )

@@ -618,6 +618,11 @@ def run_batch(
             except OutputError as exc:
                 log.write(f"cannot write the report: {exc}")
 
+    # One encoder process serves every file (it is started once, not per file or chunk).
+    from vidsr.pipeline.encoder_process import encoder_pool
+
+    pool = contextlib.ExitStack()
+    pool.enter_context(encoder_pool())
     try:
         for n, item in enumerate(items):
             rep = result.files[n]
@@ -685,6 +690,7 @@ def run_batch(
             emit({"event": "file_done", "file": rep.rel, **rep.as_dict()})
             save_report()
     finally:
+        pool.close()
         result.seconds = time.perf_counter() - t_start
         save_report()
         log.write(format_summary(result))

@@ -6,6 +6,9 @@ Everything runs on a clip generated here (ffmpeg ``testsrc2``, libx264) in a tem
 - ``decode``: vidsr's frame-exact decoder, colour conversion to RGB included;
 - ``model``: the ``Upscaler`` call the pipeline makes, in a bare loop on a pre-made batch already
   on the device (same batch size and precision; warm-up calls excluded; CUDA synchronised);
+- ``model_lanes``: the same call in a bare loop run over the pipeline's CPU lanes (the run's
+  ``lanes``, several batches at once, :mod:`vidsr.pipeline.lanes`); equal to ``model`` with one
+  lane (on CUDA);
 - ``model_nchw``: the same network, batch and precision with plain NCHW tensors and weights
   (no channels_last): what the memory format is worth;
 - ``encode``: ``VideoEncoder`` (RGB -> YUV included) on pre-made upscaled frames, in-process;
@@ -50,6 +53,7 @@ OnStage = Callable[[str], None]
 STAGES = {
     "decode": "decode (vidsr decoder + RGB)",
     "model": "model only (Upscaler call)",
+    "model_lanes": "model only, over the lanes",
     "model_nchw": "model only, NCHW",
     "encode": "encode (VideoEncoder)",
     "segment": "upscale_segment",
@@ -341,6 +345,21 @@ def _bench_forward(call: Callable[[Any], Any], x: Any, frames: int, device: Any)
         return time.perf_counter() - t0
 
 
+def _bench_forward_lanes(call: Callable[[Any], Any], x: Any, frames: int, lanes: int) -> float:
+    """Seconds for ceil(frames / batch) calls of ``call(x)`` spread over ``lanes`` lanes (as
+    the pipeline runs them on the CPU), after a warm-up call in every lane."""
+    from vidsr.pipeline.lanes import Lanes, threads_per_lane
+
+    calls = max(1, math.ceil(frames / x.shape[0]))
+    with Lanes(lambda _i: call(x), lanes, threads_per_lane(lanes)) as pool:
+        for _ in pool.map(range(lanes * _WARMUP_CALLS)):
+            pass
+        t0 = time.perf_counter()
+        for _ in pool.map(range(calls)):
+            pass
+        return time.perf_counter() - t0
+
+
 def _nchw_call(module: Any, dtype: Any, device: Any) -> Callable[[Any], Any]:
     """The network on plain NCHW tensors at the Upscaler's precision (bf16 on the CPU runs
     under autocast, as the Upscaler does)."""
@@ -491,6 +510,7 @@ def run_bench(
     device: str = "auto",
     precision: str = "auto",
     batch_size: int = 0,
+    lanes: int = 0,
     codec: str = "libx264",
     compile: bool = False,
     work_dir: str | os.PathLike[str] | None = None,
@@ -509,7 +529,9 @@ def run_bench(
     from vidsr.media.decode import decode_frames
     from vidsr.media.probe import probe
     from vidsr.models.loader import load_network
+    from vidsr.pipeline.encoder_process import encoder_pool
     from vidsr.pipeline.infer import Upscaler, resolve_device, resolve_precision
+    from vidsr.pipeline.lanes import auto_lanes
     from vidsr.pipeline.video import EncodeConfig, auto_batch_size, plan_video, upscale_segment
 
     width, height = size
@@ -517,6 +539,8 @@ def run_bench(
         raise UsageError("--frames must be at least 1")
     if batch_size < 0:
         raise UsageError("--batch-size must be 0 (auto) or positive")
+    if lanes < 0:
+        raise UsageError("--lanes must be 0 (auto) or positive")
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     say = on_stage or (lambda name: None)
@@ -537,6 +561,8 @@ def run_bench(
     scale = net.scale
     ow, oh = width * scale, height * scale
     bs = batch_size or auto_batch_size(upscaler, height, width)
+    n_lanes = (lanes or auto_lanes(dev, height, width, scale=scale)) if dev.type == "cpu" else 1
+    upscaler.lanes = n_lanes
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     gpu_peaks: dict[str, float | None] = {}
@@ -584,6 +610,13 @@ def run_bench(
         counts["model"] = counts["model_nchw"] = math.ceil(frames / bs) * bs
         with stage("model"):
             seconds["model"] = _bench_forward(upscaler, x, frames, dev)
+        counts["model_lanes"] = counts["model"]
+        with stage("model_lanes"):
+            seconds["model_lanes"] = (
+                _bench_forward_lanes(upscaler, x, frames, n_lanes)
+                if n_lanes > 1
+                else _bench_forward(upscaler, x, frames, dev)
+            )
         with stage("model_nchw"):
             seconds["model_nchw"] = _bench_forward(
                 _nchw_call(nchw_module, dtype, dev), x, frames, dev
@@ -638,16 +671,21 @@ def run_bench(
                 out_shape=(oh, ow, 3),
                 out_dtype=np.dtype(np.uint8),
                 batch_size=bs,
+                lanes=n_lanes,
             )
             seconds["segment"] = time.perf_counter() - t0
         counts["segment"] = seg.frames
 
-        with stage("pipeline"):
+        # As `vidsr upscale` does, the encoder process is started before torch and the model
+        # load (the load is not timed here): ready before the timer starts.
+        with encoder_pool(prestart=True, wait=True), stage("pipeline"):
             t0 = time.perf_counter()
             plan = plan_video(
                 clip, tmp / "pipeline.mkv", model=model, scale=None, encode=encode, overwrite=True
             )
-            config = InferConfig(model=model, device=str(dev), precision=upscaler.precision_name)
+            config = InferConfig(
+                model=model, device=str(dev), precision=upscaler.precision_name, lanes=n_lanes
+            )
             result = run_job(
                 plan,
                 config,
@@ -670,6 +708,9 @@ def run_bench(
             "serial_frames": counts["serial"],
             "decode_frames": counts["decode"],
             "pipeline_vs_model": round(pipeline_fps / model_fps, 3) if model_fps else None,
+            "pipeline_vs_model_lanes": (
+                round(pipeline_fps / out["model_lanes_fps"], 3) if out["model_lanes_fps"] else None
+            ),
             "pipeline_vs_serial": round(pipeline_fps / serial_fps, 3) if serial_fps else None,
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
             "pipeline_stages": {k: v.as_dict() for k, v in result.stages.items()},
@@ -692,6 +733,7 @@ def run_bench(
                 "device": str(dev),
                 "precision": upscaler.precision_name,
                 "batch_size": bs,
+                "lanes": n_lanes,
                 "codec": codec,
                 "compile": compile,
                 "serial_precision": "fp16" if serial_half else "fp32",
@@ -712,8 +754,8 @@ def format_table(result: dict[str, Any]) -> str:
     s, m = result["settings"], result["machine"]
     lines = [
         f"vidsr bench: {s['model']} {s['size']} -> {s['output_size']}, {s['frames']} frames, "
-        f"{s['device']} {s['precision']}, batch {s['batch_size']}, {s['codec']}"
-        + (", torch.compile" if s.get("compile") else ""),
+        f"{s['device']} {s['precision']}, batch {s['batch_size']}, lanes {s.get('lanes', 1)}, "
+        f"{s['codec']}" + (", torch.compile" if s.get("compile") else ""),
         f"machine: {m['device_name']}; {m['cpu_usable']} CPUs; torch {m['torch_version']} "
         f"({m['torch_threads']} threads)",
         "",
@@ -726,6 +768,9 @@ def format_table(result: dict[str, Any]) -> str:
     ratio = result.get("pipeline_vs_model")
     if ratio is not None:
         lines.append(f"pipeline / model only:  {ratio:.2f}")
+    ratio = result.get("pipeline_vs_model_lanes")
+    if ratio is not None and result["settings"].get("lanes", 1) > 1:
+        lines.append(f"pipeline / model lanes: {ratio:.2f}")
     ratio = result.get("pipeline_vs_serial")
     if ratio is not None:
         lines.append(f"pipeline / serial:      {ratio:.2f}")
@@ -743,6 +788,7 @@ def format_table(result: dict[str, Any]) -> str:
 _COLOURS = {
     "decode": (86, 140, 200),
     "model": (230, 140, 50),
+    "model_lanes": (235, 160, 80),
     "model_nchw": (240, 185, 120),
     "encode": (110, 170, 100),
     "segment": (150, 120, 190),

@@ -117,6 +117,7 @@ def _infer_config(opts: dict[str, Any]):  # -> InferConfig (lazy import)
         tile_pad=opts["tile_pad"],
         scale=opts["scale"],
         denoise_strength=opts["denoise_strength"],
+        lanes=opts.get("lanes", 0),
     )
 
 
@@ -165,6 +166,13 @@ def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=0,
             show_default=True,
             help="Frames per model call (0 = auto).",
+        ),
+        click.option(
+            "--lanes",
+            type=int,
+            default=0,
+            show_default=True,
+            help="CPU only: batches run at once, each on a share of the threads (0 = auto).",
         ),
         click.option(
             "--ignore-errors",
@@ -293,6 +301,18 @@ def _job_options(opts: dict[str, Any]):  # -> JobOptions
 
 
 def _upscale_video(input_path: Path, config, opts: dict[str, Any]) -> None:
+    from vidsr.pipeline.encoder_process import encoder_pool
+
+    # Start the encoder process first (no torch in it): its start-up overlaps importing torch
+    # and loading the model. Worker processes (--devices, --backend ray) start their own.
+    devices = [d for d in (opts["devices"] or "").split(",") if d.strip()]
+    in_process = opts["backend"] == "local" and len(devices) <= 1
+    in_process = in_process and opts["workers_per_device"] <= 1
+    with encoder_pool(prestart=in_process and not opts["dry_run"]):
+        _run_video(input_path, config, opts)
+
+
+def _run_video(input_path: Path, config, opts: dict[str, Any]) -> None:
     from vidsr.jobs.runner import run_job
     from vidsr.pipeline.video import plan_video
 
@@ -787,6 +807,10 @@ def doctor(as_json: bool) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @click.option("--batch-size", type=int, default=0, show_default=True, help="0 = auto.")
 @click.option(
+    "--lanes", type=int, default=0, show_default=True, help="CPU lanes for the pipeline (0 = auto)."
+)
+@click.option("--codec", default="libx264", show_default=True, help="Video encoder.")
+@click.option(
     "--precision",
     type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
     default="auto",
@@ -810,6 +834,8 @@ def bench(**opts: Any) -> None:
         device=opts["device"],
         precision=opts["precision"],
         batch_size=opts["batch_size"],
+        lanes=opts["lanes"],
+        codec=opts["codec"],
         compile=opts["use_compile"],
         on_stage=lambda name: click.echo(f"bench: {name}...", err=True),
     )

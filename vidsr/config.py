@@ -26,6 +26,8 @@ class InferConfig:
     tile: tile edge in input pixels, 0 = whole frame. tile_pad: overlap around each tile.
     scale: final scale factor (None = the model's own); the result is resized to it.
     denoise_strength: realesr-general-x4v3 only: blend of the plain and wdn weights.
+    lanes: CPU only: batches run at once, each on a share of torch's threads (0 = auto,
+    see :mod:`vidsr.pipeline.lanes`); CUDA always runs one.
     """
 
     model: str = "realesr-animevideov3"
@@ -35,6 +37,7 @@ class InferConfig:
     tile_pad: int = 10
     scale: float | None = None
     denoise_strength: float | None = None
+    lanes: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -49,6 +52,8 @@ class InferConfig:
             raise UsageError("--tile-pad must be >= 0")
         if self.scale is not None and not (0 < self.scale <= 16):
             raise UsageError("--scale must be in (0, 16]")
+        if self.lanes < 0:
+            raise UsageError("--lanes must be 0 (auto) or positive")
         if self.denoise_strength is not None and not (0.0 <= self.denoise_strength <= 1.0):
             raise UsageError("--denoise-strength must be between 0 and 1")
 

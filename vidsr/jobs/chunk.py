@@ -40,6 +40,7 @@ class ChunkResult:
     worker: str = ""
     precision: str = ""
     batch_size: int = 0
+    lanes: int = 1
 
 
 def run_chunk(
@@ -47,6 +48,7 @@ def run_chunk(
 ) -> ChunkResult:
     """Upscale one chunk into ``task.segment`` (atomically). ``upscaler``: an ``Upscaler``."""
     from vidsr.media.decode import decode_frames
+    from vidsr.pipeline.lanes import auto_lanes
     from vidsr.pipeline.video import auto_batch_size, upscale_segment
 
     v = task.info.video
@@ -62,6 +64,9 @@ def run_chunk(
         ignore_errors=task.ignore_errors,
     )
     bs = task.batch_size or auto_batch_size(upscaler, v.height, v.width)
+    lanes = getattr(upscaler, "lanes", 0) or auto_lanes(
+        upscaler.device, v.height, v.width, scale=upscaler.net_scale
+    )
     started = False
 
     def frames_done(n: int) -> None:
@@ -86,6 +91,7 @@ def run_chunk(
         out_shape=(task.out_height, task.out_width, 3),
         out_dtype=out_dtype,
         batch_size=bs,
+        lanes=lanes,
         on_frames=frames_done,
     )
     if not task.ignore_errors and seg.frames != task.chunk.frames:
@@ -106,4 +112,5 @@ def run_chunk(
         damaged,
         precision=upscaler.precision_name,
         batch_size=bs,
+        lanes=lanes if upscaler.device.type == "cpu" else 1,
     )

@@ -88,7 +88,12 @@ def _worker_main(
 ) -> None:
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     name = f"{device}#{slot}"
+    pool = contextlib.ExitStack()  # this worker's chunks share one encoder process
     try:
+        from vidsr.pipeline.encoder_process import encoder_pool
+
+        pool.enter_context(encoder_pool(prestart=True))  # starts while torch loads
+
         import torch
 
         from vidsr.pipeline.infer import build_upscaler
@@ -98,9 +103,14 @@ def _worker_main(
 
         upscaler = build_upscaler(replace(config, device=device))
     except BaseException as exc:
+        pool.close()
         results.put(("fatal", slot, None, _message(exc)))
         return
-    results.put(("ready", slot, None, name))
+    with pool:
+        _worker_loop(slot, name, upscaler, tasks, results)
+
+
+def _worker_loop(slot: int, name: str, upscaler: Any, tasks: Any, results: Any) -> None:
     while True:
         task = tasks.get()
         if task is None:

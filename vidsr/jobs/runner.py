@@ -83,8 +83,10 @@ def run_job(
     on_event: EventSink | None = None,
 ) -> UpscaleResult:
     """Run (or resume) the job for ``plan``. See the module docstring."""
+    from vidsr.jobs.local import InProcessExecutor
     from vidsr.media.concat import concat_segments, count_packets
     from vidsr.media.remux import remux
+    from vidsr.pipeline.encoder_process import encoder_pool
 
     options = options or JobOptions()
     emit = on_event or (lambda e: None)
@@ -176,6 +178,7 @@ def run_job(
         workers.add(res.worker)
         used.setdefault("precision", res.precision)
         used.setdefault("batch_size", res.batch_size)
+        used.setdefault("lanes", res.lanes)
         emit(
             {
                 "event": "chunk_done",
@@ -189,7 +192,11 @@ def run_job(
 
     try:
         try:
-            executor.run(tasks, on_frames, on_done)
+            # Chunks run here share one encoder process, started now so that its start-up
+            # overlaps loading the model; worker processes keep their own.
+            in_process = isinstance(executor, InProcessExecutor)
+            with encoder_pool(prestart=in_process and bool(tasks)):
+                executor.run(tasks, on_frames, on_done)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (an Interrupted, exit 143)
             stopped = Interrupted(
                 f"stopped after {len(state.done)} of {len(state.chunks)} chunks; "
@@ -226,6 +233,7 @@ def run_job(
         precision,
         used.get("batch_size", batch_size),
         damaged,
+        lanes=used.get("lanes", 1),
     )
     emit({"event": "done", **result.as_dict(), "resumed_frames": resumed})
     return result

@@ -70,7 +70,8 @@ class Upscaler:
     ``upscaler(x)``: x is (N, 3, H, W) float in [0, 1] (any float dtype, any device; it is
     moved to ``self.device``); returns (N, 3, *output_size(H, W)) float32 in [0, 1] on
     ``self.device``. Works for any H, W >= 1. ``even`` rounds a resized result down to even
-    sizes (for 4:2:0 video).
+    sizes (for 4:2:0 video). ``lanes`` is how many batches video runs at once on the CPU
+    (0 = auto); a single call always runs one.
     """
 
     def __init__(
@@ -83,8 +84,10 @@ class Upscaler:
         tile_pad: int = 10,
         scale: float | None = None,
         even: bool = False,
+        lanes: int = 0,
     ) -> None:
         self.net = net
+        self.lanes = lanes  # CPU lanes for video (0 = auto); see vidsr.pipeline.lanes
         self.even = even
         self.device = device
         self.dtype = dtype
@@ -178,4 +181,5 @@ def build_upscaler(
         tile=config.tile,
         tile_pad=config.tile_pad,
         scale=config.scale,
+        lanes=config.lanes,
     )

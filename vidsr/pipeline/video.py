@@ -19,6 +19,7 @@ import torch
 from vidsr.errors import PipelineError, UsageError
 from vidsr.pipeline.encoder_process import EncoderProcess
 from vidsr.pipeline.infer import Upscaler, scaled_size
+from vidsr.pipeline.lanes import Lanes, threads_per_lane
 from vidsr.pipeline.stages import ProducerThread, StageStats
 
 Event = dict[str, Any]
@@ -134,42 +135,55 @@ def upscale_segment(
     out_shape: tuple[int, int, int],
     out_dtype: np.dtype,
     batch_size: int,
+    lanes: int = 1,
     on_frames: Callable[[int], None] | None = None,
 ) -> SegmentResult:
     """Run decoded ``frames`` (an iterable of objects with ``.rgb`` (H, W, 3) uint8/uint16
     and ``.pts``) through the model into an encoder process writing ``encoder_kwargs``.
 
-    ``on_frames(n)`` is called after each batch is handed to the encoder.
+    ``lanes`` > 1 (CPU only) runs that many batches at once, each in its own thread with a
+    share of torch's threads (:mod:`vidsr.pipeline.lanes`); frames still reach the encoder
+    in order. ``on_frames(n)`` is called after each batch is handed to the encoder.
     """
     decode = StageStats("decode")
     infer_stats = StageStats("infer")
     encode = StageStats("encode")
     infer = ResilientInfer(upscaler)
     device = upscaler.device
+    lanes = max(1, lanes) if device.type == "cpu" else 1
     peak = float(np.iinfo(out_dtype).max)
-    producer = ProducerThread(frames, maxsize=max(4, 2 * batch_size), stats=decode)
+    producer = ProducerThread(frames, maxsize=max(4, 2 * batch_size * lanes), stats=decode)
     encoder = EncoderProcess(
         encoder_kwargs, shape=out_shape, dtype=out_dtype, slots=max(4, 2 * batch_size)
     )
     staging: torch.Tensor | None = None
     written = 0
+    lane_seconds: list[float] = []  # appended from the lanes (list.append is atomic)
+
+    def run_batch(batch: list[Any]) -> np.ndarray:
+        nonlocal staging
+        t0 = time.perf_counter()
+        host = np.stack([f.rgb for f in batch])  # (N, H, W, 3)
+        src = torch.from_numpy(host)
+        if device.type == "cuda":
+            if staging is None or staging.shape != src.shape:
+                staging = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
+            staging.copy_(src)
+            src = staging
+        with torch.inference_mode():
+            x = src.to(device, non_blocking=True).permute(0, 3, 1, 2)
+            x = x.to(torch.float32).div_(float(np.iinfo(host.dtype).max))
+            y = infer(x)
+            out = y.mul_(peak).round_().to(torch.int32 if peak > 255 else torch.uint8)
+            out = out.permute(0, 2, 3, 1).cpu().numpy().astype(out_dtype, copy=False)
+        lane_seconds.append(time.perf_counter() - t0)
+        return out
+
+    pool = Lanes(run_batch, lanes, threads_per_lane(lanes)) if lanes > 1 else None
     try:
-        for batch in _batches(iter(producer), batch_size):
-            t0 = time.perf_counter()
-            host = np.stack([f.rgb for f in batch])  # (N, H, W, 3)
-            src = torch.from_numpy(host)
-            if device.type == "cuda":
-                if staging is None or staging.shape != src.shape:
-                    staging = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
-                staging.copy_(src)
-                src = staging
-            with torch.inference_mode():
-                x = src.to(device, non_blocking=True).permute(0, 3, 1, 2)
-                x = x.to(torch.float32).div_(float(np.iinfo(host.dtype).max))
-                y = infer(x)
-                out = y.mul_(peak).round_().to(torch.int32 if peak > 255 else torch.uint8)
-                out = out.permute(0, 2, 3, 1).cpu().numpy().astype(out_dtype, copy=False)
-            infer_stats.busy_seconds += time.perf_counter() - t0
+        batches = _batches(iter(producer), batch_size)
+        done = pool.map(batches) if pool else ((b, run_batch(b)) for b in batches)
+        for batch, out in done:
             infer_stats.frames += len(batch)
             for frame, pixels in zip(batch, out, strict=True):
                 slot, view = encoder.acquire()
@@ -183,8 +197,12 @@ def upscale_segment(
         if stats.frames != written:
             raise PipelineError(f"encoder wrote {stats.frames} frames, expected {written}")
     finally:
+        if pool is not None:
+            pool.close()
         producer.stop()
         encoder.close()
+    # Busy time of the stage: the lanes' summed working time shared over the lanes.
+    infer_stats.busy_seconds = sum(lane_seconds) / lanes
     damaged = list(getattr(frames, "errors", []) or [])
     return SegmentResult(
         written, {"decode": decode, "infer": infer_stats, "encode": encode}, damaged
@@ -248,6 +266,7 @@ class UpscaleResult:
     precision: str
     batch_size: int
     damaged: list[str] = field(default_factory=list)
+    lanes: int = 1
 
     @property
     def fps(self) -> float:
@@ -269,6 +288,7 @@ class UpscaleResult:
             "device": self.device,
             "precision": self.precision,
             "batch_size": self.batch_size,
+            "lanes": self.lanes,
             "bound": self.bound,
             "stages": {k: v.as_dict() for k, v in self.stages.items()},
             "damaged": self.damaged,
