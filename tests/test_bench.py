@@ -42,6 +42,8 @@ def test_bench_json_and_plot(
         "--json",
         "--lanes",
         "3",
+        "--device-colour",
+        "on",
     ]
     code, out, err = run(capsys, *args, "--plot", str(png))
     assert code == 0, err
@@ -63,6 +65,7 @@ def test_bench_json_and_plot(
     assert m["cpu_count"] >= 1 and m["torch_version"] and m["device_name"].startswith("cpu")
     assert r["pipeline_vs_model"] == pytest.approx(r["pipeline_fps"] / r["model_fps"], rel=1e-2)
     assert s["lanes"] == 3  # --lanes reaches the pipeline
+    assert s["device_colour"] == "on"  # and the segment/pipeline stages convert in torch
     assert r["pipeline_vs_model_lanes"] == pytest.approx(
         r["pipeline_fps"] / r["model_lanes_fps"], rel=1e-2
     )
@@ -97,7 +100,7 @@ def test_parse_size() -> None:
 def _fake_result() -> dict:
     r = {
         f"{name}_fps": fps
-        for name, fps in zip(STAGES, [900, 14, 16.5, 8.5, 300, 12, 11.5, 7], strict=True)
+        for name, fps in zip(STAGES, [900, 2400, 14, 16.5, 8.5, 300, 800, 12, 11.5, 7], strict=True)
     }
     r.update(
         pipeline_vs_model=0.82,

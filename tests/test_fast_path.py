@@ -25,6 +25,7 @@ import torch
 from vidsr.config import InferConfig
 from vidsr.errors import UsageError
 from vidsr.jobs.runner import JobOptions, run_job
+from vidsr.media import colour as C
 from vidsr.models.loader import load_network
 from vidsr.pipeline import encoder_process
 from vidsr.pipeline.encoder_process import EncoderProcess, encoder_pool
@@ -261,3 +262,195 @@ def test_stale_segments_of_dead_runs_are_removed(monkeypatch: pytest.MonkeyPatch
             shm.close()
             with contextlib.suppress(FileNotFoundError):
                 shm.unlink()
+
+
+# --- YUV<->RGB on the device --------------------------------------------------------------------
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a if a.dtype == np.uint8 else a.view(np.int16))[None]
+
+
+def _lavfi_frame(tmp: Path, size: str, pix_fmt: str) -> av.VideoFrame:
+    """A testsrc2 frame stored losslessly (ffv1) in ``pix_fmt``, decoded back."""
+    from media_factory import ffmpeg
+
+    out = tmp / f"{size}.{pix_fmt}.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=24", "-frames:v", "1",
+           "-pix_fmt", pix_fmt, "-c:v", "ffv1", out)  # fmt: skip
+    with av.open(str(out)) as c:
+        return next(c.decode(video=0))
+
+
+@pytest.mark.parametrize(
+    ("size", "pix_fmt", "matrix", "colour_range"),
+    [
+        ("64x36", "yuv420p", C.MATRIX_SMPTE170M, C.RANGE_LIMITED),
+        ("63x35", "yuv420p", C.MATRIX_BT709, C.RANGE_FULL),  # odd: rounded-up chroma
+        ("64x36", "yuv422p10le", C.MATRIX_BT2020_NCL, C.RANGE_LIMITED),
+        ("64x36", "yuv444p", C.MATRIX_BT709, C.RANGE_LIMITED),
+        ("64x36", "yuv420p10le", C.MATRIX_BT470BG, C.RANGE_FULL),
+    ],
+)
+def test_device_colour_matches_the_cpu_conversion(
+    tmp_path: Path, size: str, pix_fmt: str, matrix: int, colour_range: int
+) -> None:
+    """The torch conversions agree with ToRGB/FromRGB (numpy matrix + swscale chroma) to the
+    rounding of swscale's 8/10-bit intermediate planes; 4:4:4 exactly."""
+    frame = _lavfi_frame(tmp_path, size, pix_fmt)
+    layout = C.planar_layout(pix_fmt)
+    assert layout is not None
+    to_rgb = C.ToRGB(matrix=matrix, colour_range=colour_range, high_bit_depth=layout.bits > 8,
+                     to_float=True)  # fmt: skip
+    want = to_rgb(frame)
+    planes = C.ToPlanes(layout)(frame)  # (probes the chroma siting: the frame is spent)
+    got = C.planes_to_rgb(
+        _tensor(planes.y), _tensor(planes.u), _tensor(planes.v), layout,
+        matrix=matrix, colour_range=colour_range, cosited=planes.cosited,
+    )[0].permute(1, 2, 0).numpy()  # fmt: skip
+    assert got.shape == want.shape
+    err = np.abs(got - want).max() * 255
+    assert err < (1e-3 if layout.sx == layout.sy == 0 else 1.05), err
+
+    # Back: the same RGB to the same planes (chroma within one code of swscale's filter).
+    from_rgb = C.FromRGB(pix_fmt=pix_fmt, matrix=matrix, colour_range=colour_range)
+    ref = [C._plane(p, layout.dtype).astype(np.int64) for p in from_rgb(want).planes[:3]]
+    packed = C.rgb_to_planes(
+        torch.from_numpy(want).permute(2, 0, 1)[None], layout,
+        matrix=matrix, colour_range=colour_range,
+    )[0].numpy()  # fmt: skip
+    packed = (packed if packed.dtype == np.uint8 else packed.view(np.uint16)).astype(np.int64)
+    h, w = want.shape[:2]
+    luma, chroma = layout.sizes(h, w)
+    assert packed.size == layout.frame_elements(h, w)
+    ch, cw = layout.chroma_size(h, w)
+    parts = (packed[:luma].reshape(h, w), packed[luma : luma + chroma].reshape(ch, cw),
+             packed[luma + chroma :].reshape(ch, cw))  # fmt: skip
+    for name, part, r in zip("yuv", parts, ref, strict=True):
+        limit = 0 if name == "y" or layout.sx == layout.sy == 0 else 1
+        assert np.abs(part - r).max() <= limit, name
+
+
+def test_planar_layouts() -> None:
+    assert C.planar_layout("yuv420p") == C.PlanarLayout("yuv420p", 8, 1, 1)
+    assert C.planar_layout("yuv422p10le") == C.PlanarLayout("yuv422p10le", 10, 1, 0)
+    assert C.planar_layout("yuv444p16le").dtype == np.dtype("<u2")
+    for fmt in ("rgb24", "gbrp", "gray", "nv12", "yuva420p", "yuv420p10be", "p010le", "yuv411p"):
+        assert C.planar_layout(fmt) is None, fmt
+
+
+def test_decode_planes_and_the_choice_of_path(media_clips: dict[str, Path]) -> None:
+    from vidsr.media.decode import decode_frames
+    from vidsr.media.probe import probe
+    from vidsr.pipeline.video import plan_device_colour
+
+    info = probe(media_clips["hevc10"])
+    with decode_frames(media_clips["hevc10"], planes=True) as frames:
+        first = next(frames)
+    assert first.rgb is None and first.planes is not None
+    assert first.planes.y.shape == (36, 64) and first.planes.u.shape == (18, 32)
+    assert first.planes.y.dtype == np.dtype("<u2") and first.planes.y.max() < 1024
+    kwargs = {"width": 256, "height": 144, "codec": "libx264"}
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert plan_device_colour(info, kwargs, cpu, "auto") is None  # numpy on the CPU
+    assert plan_device_colour(info, kwargs, cuda, "off") is None
+    dc = plan_device_colour(info, kwargs, cuda, "auto")
+    assert dc is not None and dc.source == C.planar_layout("yuv420p10le")
+    assert dc.output == C.planar_layout("yuv420p10le")  # 10 bits stay 10 bits
+    assert (dc.matrix, dc.out_matrix) == (C.MATRIX_BT2020_NCL, C.MATRIX_BT2020_NCL)
+    rgb_out = plan_device_colour(info, {**kwargs, "codec": "ffv1", "pix_fmt": "bgr0"}, cpu, "on")
+    assert rgb_out is not None and rgb_out.output is None and rgb_out.source is not None
+    with pytest.raises(UsageError, match="device-colour"):
+        plan_device_colour(info, kwargs, cpu, "sometimes")
+
+
+@pytest.mark.parametrize("clip", ["odd", "hevc10", "vfr"])
+def test_device_colour_run_keeps_frames_and_pixels(
+    media_clips: dict[str, Path], tmp_path: Path, clip: str
+) -> None:
+    """A whole run with the conversions in torch (here on the CPU, as on a GPU): the same
+    frames at the same times as the numpy path, pixels equal to within the rounding of the
+    chroma filters (4:2:0 output through lossless ffv1)."""
+    from vidsr.media.probe import probe
+
+    src = media_clips[clip]
+    runs = {}
+    for mode in ("off", "on"):
+        plan = plan_video(
+            src, tmp_path / f"{mode}.mkv", model=MODEL, scale=None,
+            encode=EncodeConfig(codec="ffv1"), overwrite=False,
+        )  # fmt: skip
+        config = InferConfig(model=MODEL, device="cpu", device_colour=mode)
+        runs[mode] = run_job(plan, config, JobOptions())
+    a, b = (probe(r.output).video for r in runs.values())
+    assert a.frame_pts == b.frame_pts and a.frame_count == runs["on"].frames
+    assert (a.pix_fmt, a.colour) == (b.pix_fmt, b.colour)
+    assert b.bit_depth == probe(src).video.bit_depth
+
+    dtype = np.uint8 if b.bit_depth <= 8 else np.dtype("<u2")
+
+    def planes(path: Path) -> np.ndarray:
+        with av.open(str(path)) as c:
+            frames = list(c.decode(video=0))
+        return np.stack(
+            [np.concatenate([C._plane(p, dtype).ravel() for p in f.planes[:3]]) for f in frames]
+        ).astype(np.int64)
+
+    diff = np.abs(planes(runs["off"].output) - planes(runs["on"].output))
+    step = 1 if b.bit_depth <= 8 else 4  # codes per 8-bit level
+    if clip == "odd":
+        # 63x35 4:2:0: swscale (the numpy path) stretches the 32 chroma columns over 63 luma
+        # columns; the device path places chroma as the standards do (2x, then crop), so
+        # sharp chroma edges move by a fraction of a pixel. Close, not equal.
+        mse = float((diff.astype(np.float64) ** 2).mean())
+        assert 10 * np.log10(255**2 / mse) > 30
+    else:
+        assert diff.mean() < 0.25 * step and np.percentile(diff, 99.9) <= 3 * step, diff.max()
+
+
+def test_write_planes_checks_its_input(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    from vidsr.errors import PipelineError
+    from vidsr.media.encode import VideoEncoder
+
+    enc = VideoEncoder(tmp_path / "p.mkv", width=64, height=36, time_base=Fraction(1, 24),
+                       codec="ffv1", pix_fmt="yuv420p")  # fmt: skip
+    layout = enc.planar
+    assert layout == C.planar_layout("yuv420p")
+    packed = np.arange(layout.frame_elements(36, 64), dtype=np.uint32).astype(np.uint8)
+    enc.write_planes(packed, 0)
+    with pytest.raises(PipelineError, match="samples"):
+        enc.write_planes(packed[:-1], 1)
+    enc.close()
+    with av.open(str(tmp_path / "p.mkv")) as c:
+        f = next(c.decode(video=0))
+    got = np.concatenate([C._plane(p, np.uint8).ravel() for p in f.planes[:3]])
+    assert np.array_equal(got, packed)  # lossless: exactly the planes given
+    rgb = VideoEncoder(tmp_path / "r.mkv", width=64, height=36, time_base=Fraction(1, 24),
+                       codec="ffv1", pix_fmt="bgr0")  # fmt: skip
+    assert rgb.planar is None
+    rgb.abort()
+
+
+def test_chroma_siting_is_read_from_swscale(media_clips: dict[str, Path], tmp_path: Path) -> None:
+    """H.264 frames carry "left" chroma (co-sited horizontally, centred vertically), which
+    swscale honours; an untagged ffv1 frame is centred both ways. The probe leaves the
+    copied planes alone and a decoder's reference frames untouched."""
+    from vidsr.media.decode import decode_frames
+
+    with av.open(str(media_clips["cfr"])) as c:  # libx264
+        frame = next(c.decode(video=0))
+    assert C.chroma_siting(frame) == (True, False)
+    assert C.chroma_siting(_lavfi_frame(tmp_path, "64x36", "yuv420p")) == (False, False)
+    assert C.chroma_siting(_lavfi_frame(tmp_path, "64x36", "yuv444p")) == (False, False)
+    # Decoding with planes: the frames after the probed first one are intact (each equal to
+    # the same frame decoded without the probe).
+    with decode_frames(media_clips["cfr"], planes=True) as frames:
+        planes = [f.planes for f in frames]
+    with av.open(str(media_clips["cfr"])) as c:
+        plain = [f for _, f in zip(range(len(planes)), c.decode(video=0), strict=False)]
+    assert planes[0].cosited == (True, False)
+    for p, f in zip(planes, plain, strict=True):
+        assert np.array_equal(p.y, C._plane(f.planes[0], np.uint8))
+        assert np.array_equal(p.u, C._plane(f.planes[1], np.uint8))

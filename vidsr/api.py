@@ -30,6 +30,7 @@ def upscale(
     encoder_options: Mapping[str, str] | None = None,
     batch_size: int = 0,
     lanes: int = 0,
+    device_colour: str = "auto",
     ignore_errors: bool = False,
     overwrite: bool = False,
     on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -64,6 +65,7 @@ def upscale(
         scale=scale,
         denoise_strength=denoise_strength,
         lanes=lanes,
+        device_colour=device_colour,
     )
     if is_image_path(src):
         upscaler = build_upscaler(config)

@@ -11,7 +11,11 @@ Everything runs on a clip generated here (ffmpeg ``testsrc2``, libx264) in a tem
   lane (on CUDA);
 - ``model_nchw``: the same network, batch and precision with plain NCHW tensors and weights
   (no channels_last): what the memory format is worth;
+- ``decode_planes``: the same decoder yielding the YUV planes unconverted (what the decode
+  thread does when the conversion runs on the device, ``--device-colour``);
 - ``encode``: ``VideoEncoder`` (RGB -> YUV included) on pre-made upscaled frames, in-process;
+- ``encode_planes``: ``VideoEncoder.write_planes`` on the same frames already converted to the
+  encoder's YUV planes (what the encoder process does with ``--device-colour``);
 - ``segment``: ``upscale_segment`` (decode thread -> model -> encoder process);
 - ``pipeline``: ``run_job``, i.e. what ``vidsr upscale`` does (plan, chunk, segment, join,
   remux), the model already loaded;
@@ -52,10 +56,12 @@ OnStage = Callable[[str], None]
 #: Stages in the order they run, with the label the table and the chart use.
 STAGES = {
     "decode": "decode (vidsr decoder + RGB)",
+    "decode_planes": "decode, YUV planes only",
     "model": "model only (Upscaler call)",
     "model_lanes": "model only, over the lanes",
     "model_nchw": "model only, NCHW",
     "encode": "encode (VideoEncoder)",
+    "encode_planes": "encode from YUV planes",
     "segment": "upscale_segment",
     "pipeline": "pipeline (run_job)",
     "serial": "serial (Real-ESRGAN style)",
@@ -307,14 +313,16 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _bench_decode(clip: Path, info: Any, keep: int) -> tuple[float, int, list[Any]]:
+def _bench_decode(
+    clip: Path, info: Any, keep: int, planes: bool = False
+) -> tuple[float, int, list[Any]]:
     """(seconds, frames, the first ``keep`` decoded frames)."""
     from vidsr.media.decode import decode_frames
 
     kept: list[Any] = []
     n = 0
     t0 = time.perf_counter()
-    with decode_frames(clip, info=info) as frames:
+    with decode_frames(clip, info=info, planes=planes) as frames:
         for f in frames:
             n += 1
             if len(kept) < keep:
@@ -388,16 +396,24 @@ def _contiguous_copy(module: Any, device: Any, dtype: Any) -> Any:
 
 
 def _bench_encode(
-    path: Path, info: Any, frames_up: list[Any], count: int, width: int, height: int, codec: str
+    path: Path,
+    info: Any,
+    frames_up: list[Any],
+    count: int,
+    width: int,
+    height: int,
+    codec: str,
+    planes: bool = False,
 ) -> float:
     from vidsr.media.encode import VideoEncoder
 
     pts = info.video.frame_pts
     t0 = time.perf_counter()
     enc = VideoEncoder.from_source(path, info, width=width, height=height, codec=codec)
+    write = enc.write_planes if planes else enc.write
     try:
         for i in range(count):
-            enc.write(frames_up[i % len(frames_up)], pts[i])
+            write(frames_up[i % len(frames_up)], pts[i])
     except BaseException:
         enc.abort()
         raise
@@ -511,6 +527,7 @@ def run_bench(
     precision: str = "auto",
     batch_size: int = 0,
     lanes: int = 0,
+    device_colour: str = "auto",
     codec: str = "libx264",
     compile: bool = False,
     work_dir: str | os.PathLike[str] | None = None,
@@ -525,14 +542,21 @@ def run_bench(
 
     from vidsr.config import InferConfig
     from vidsr.jobs.runner import JobOptions, run_job
-    from vidsr.media.colour import tensor_to_rgb
+    from vidsr.media.colour import planar_layout, rgb_to_planes, rgb_to_tensor, tensor_to_rgb
     from vidsr.media.decode import decode_frames
+    from vidsr.media.encode import source_encoder_colour
     from vidsr.media.probe import probe
     from vidsr.models.loader import load_network
     from vidsr.pipeline.encoder_process import encoder_pool
     from vidsr.pipeline.infer import Upscaler, resolve_device, resolve_precision
     from vidsr.pipeline.lanes import auto_lanes
-    from vidsr.pipeline.video import EncodeConfig, auto_batch_size, plan_video, upscale_segment
+    from vidsr.pipeline.video import (
+        EncodeConfig,
+        auto_batch_size,
+        plan_device_colour,
+        plan_video,
+        upscale_segment,
+    )
 
     width, height = size
     if frames < 1:
@@ -563,6 +587,7 @@ def run_bench(
     bs = batch_size or auto_batch_size(upscaler, height, width)
     n_lanes = (lanes or auto_lanes(dev, height, width, scale=scale)) if dev.type == "cpu" else 1
     upscaler.lanes = n_lanes
+    upscaler.device_colour = device_colour
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     gpu_peaks: dict[str, float | None] = {}
@@ -605,6 +630,12 @@ def run_bench(
         with stage("decode"):
             seconds["decode"], counts["decode"], kept = _bench_decode(clip, info, keep)
         rgbs = [f.rgb for f in kept]
+        src_layout = planar_layout(info.video.pix_fmt)
+        if src_layout is not None:
+            with stage("decode_planes"):
+                seconds["decode_planes"], counts["decode_planes"], _ = _bench_decode(
+                    clip, info, 0, planes=True
+                )
 
         x = _batch_tensor(rgbs, bs, dev)
         counts["model"] = counts["model_nchw"] = math.ceil(frames / bs) * bs
@@ -633,6 +664,26 @@ def run_bench(
                 tmp / "encode.mkv", info, frames_up, frames, ow, oh, codec
             )
         counts["encode"] = frames
+        out_fmt, out_colour = source_encoder_colour(info, width=ow, height=oh, codec=codec)
+        out_layout = planar_layout(out_fmt)
+        if out_layout is not None:  # the same frames as the encoder's planes, made on the device
+            planes_up = []
+            for rgb in frames_up:
+                t = rgb_to_tensor(rgb, device=dev)
+                p = (
+                    rgb_to_planes(
+                        t, out_layout, matrix=out_colour.matrix, colour_range=out_colour.range
+                    )[0]
+                    .cpu()
+                    .numpy()
+                )
+                planes_up.append(p if p.dtype == np.uint8 else p.view(np.uint16))
+            with stage("encode_planes"):
+                seconds["encode_planes"] = _bench_encode(
+                    tmp / "encode_planes.mkv", info, planes_up, frames, ow, oh, codec, planes=True
+                )
+            counts["encode_planes"] = frames
+            del planes_up
         del frames_up
 
         with torch.no_grad():  # warm the serial model up too: steady state on both sides
@@ -658,20 +709,23 @@ def run_bench(
         encode = EncodeConfig(codec=codec)
         with stage("segment"):
             t0 = time.perf_counter()
+            seg_kwargs = {
+                "path": tmp / "segment.mkv",
+                "info": info,
+                "width": ow,
+                "height": oh,
+                **encode.encoder_kwargs(),
+            }
+            colour = plan_device_colour(info, seg_kwargs, dev, device_colour)
             seg = upscale_segment(
-                decode_frames(clip, info=info),
+                decode_frames(clip, info=info, planes=bool(colour and colour.source)),
                 upscaler=upscaler,
-                encoder_kwargs={
-                    "path": tmp / "segment.mkv",
-                    "info": info,
-                    "width": ow,
-                    "height": oh,
-                    **encode.encoder_kwargs(),
-                },
+                encoder_kwargs=seg_kwargs,
                 out_shape=(oh, ow, 3),
                 out_dtype=np.dtype(np.uint8),
                 batch_size=bs,
                 lanes=n_lanes,
+                device_colour=colour,
             )
             seconds["segment"] = time.perf_counter() - t0
         counts["segment"] = seg.frames
@@ -684,7 +738,11 @@ def run_bench(
                 clip, tmp / "pipeline.mkv", model=model, scale=None, encode=encode, overwrite=True
             )
             config = InferConfig(
-                model=model, device=str(dev), precision=upscaler.precision_name, lanes=n_lanes
+                model=model,
+                device=str(dev),
+                precision=upscaler.precision_name,
+                lanes=n_lanes,
+                device_colour=device_colour,
             )
             result = run_job(
                 plan,
@@ -697,8 +755,8 @@ def run_bench(
         counts["pipeline"] = result.frames
 
     out: dict[str, Any] = {}
-    for name in STAGES:
-        fps = counts[name] / seconds[name] if seconds[name] > 0 else None
+    for name in STAGES:  # a stage that does not apply (RGB formats for *_planes) is None
+        fps = counts[name] / seconds[name] if seconds.get(name) else None
         out[f"{name}_fps"] = None if fps is None else round(fps, 3)
     model_fps, pipeline_fps, serial_fps = out["model_fps"], out["pipeline_fps"], out["serial_fps"]
     out.update(
@@ -734,6 +792,7 @@ def run_bench(
                 "precision": upscaler.precision_name,
                 "batch_size": bs,
                 "lanes": n_lanes,
+                "device_colour": device_colour,
                 "codec": codec,
                 "compile": compile,
                 "serial_precision": "fp16" if serial_half else "fp32",
@@ -789,6 +848,8 @@ _COLOURS = {
     "decode": (86, 140, 200),
     "model": (230, 140, 50),
     "model_lanes": (235, 160, 80),
+    "decode_planes": (120, 170, 230),
+    "encode_planes": (130, 200, 130),
     "model_nchw": (240, 185, 120),
     "encode": (110, 170, 100),
     "segment": (150, 120, 190),

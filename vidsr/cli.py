@@ -118,6 +118,7 @@ def _infer_config(opts: dict[str, Any]):  # -> InferConfig (lazy import)
         scale=opts["scale"],
         denoise_strength=opts["denoise_strength"],
         lanes=opts.get("lanes", 0),
+        device_colour=opts.get("device_colour", "auto"),
     )
 
 
@@ -173,6 +174,13 @@ def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=0,
             show_default=True,
             help="CPU only: batches run at once, each on a share of the threads (0 = auto).",
+        ),
+        click.option(
+            "--device-colour",
+            type=click.Choice(["auto", "on", "off"]),
+            default="auto",
+            show_default=True,
+            help="Where YUV<->RGB runs: auto = on the GPU with CUDA, numpy on the CPU otherwise.",
         ),
         click.option(
             "--ignore-errors",
@@ -811,6 +819,13 @@ def doctor(as_json: bool) -> None:
 )
 @click.option("--codec", default="libx264", show_default=True, help="Video encoder.")
 @click.option(
+    "--device-colour",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Where YUV<->RGB runs in the pipeline stages.",
+)
+@click.option(
     "--precision",
     type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
     default="auto",
@@ -835,6 +850,7 @@ def bench(**opts: Any) -> None:
         precision=opts["precision"],
         batch_size=opts["batch_size"],
         lanes=opts["lanes"],
+        device_colour=opts["device_colour"],
         codec=opts["codec"],
         compile=opts["use_compile"],
         on_stage=lambda name: click.echo(f"bench: {name}...", err=True),

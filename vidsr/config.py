@@ -28,6 +28,8 @@ class InferConfig:
     denoise_strength: realesr-general-x4v3 only: blend of the plain and wdn weights.
     lanes: CPU only: batches run at once, each on a share of torch's threads (0 = auto,
     see :mod:`vidsr.pipeline.lanes`); CUDA always runs one.
+    device_colour: where video YUV<->RGB runs: ``auto`` (on the device on CUDA), ``on``
+    (on the device, the CPU included), ``off`` (numpy on the CPU).
     """
 
     model: str = "realesr-animevideov3"
@@ -38,6 +40,7 @@ class InferConfig:
     scale: float | None = None
     denoise_strength: float | None = None
     lanes: int = 0
+    device_colour: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -52,6 +55,8 @@ class InferConfig:
             raise UsageError("--tile-pad must be >= 0")
         if self.scale is not None and not (0 < self.scale <= 16):
             raise UsageError("--scale must be in (0, 16]")
+        if self.device_colour not in ("auto", "on", "off"):
+            raise UsageError("--device-colour must be auto, on or off")
         if self.lanes < 0:
             raise UsageError("--lanes must be 0 (auto) or positive")
         if self.denoise_strength is not None and not (0.0 <= self.denoise_strength <= 1.0):

@@ -49,19 +49,30 @@ def run_chunk(
     """Upscale one chunk into ``task.segment`` (atomically). ``upscaler``: an ``Upscaler``."""
     from vidsr.media.decode import decode_frames
     from vidsr.pipeline.lanes import auto_lanes
-    from vidsr.pipeline.video import auto_batch_size, upscale_segment
+    from vidsr.pipeline.video import auto_batch_size, plan_device_colour, upscale_segment
 
     v = task.info.video
     upscaler.even = True
     if upscaler.output_size(v.height, v.width) != (task.out_height, task.out_width):
         raise PipelineError("the model's output size differs from the job's plan")
     task.segment.parent.mkdir(parents=True, exist_ok=True)
+    encoder_kwargs = {
+        "path": task.segment,
+        "info": task.info,
+        "width": task.out_width,
+        "height": task.out_height,
+        **task.encode_kwargs,
+    }
+    colour = plan_device_colour(
+        task.info, encoder_kwargs, upscaler.device, getattr(upscaler, "device_colour", "auto")
+    )
     frames = decode_frames(
         task.source,
         task.chunk.start,
         task.chunk.end,
         info=task.info,
         ignore_errors=task.ignore_errors,
+        planes=colour is not None and colour.source is not None,
     )
     bs = task.batch_size or auto_batch_size(upscaler, v.height, v.width)
     lanes = getattr(upscaler, "lanes", 0) or auto_lanes(
@@ -81,17 +92,12 @@ def run_chunk(
     seg = upscale_segment(
         frames,
         upscaler=upscaler,
-        encoder_kwargs={
-            "path": task.segment,
-            "info": task.info,
-            "width": task.out_width,
-            "height": task.out_height,
-            **task.encode_kwargs,
-        },
+        encoder_kwargs=encoder_kwargs,
         out_shape=(task.out_height, task.out_width, 3),
         out_dtype=out_dtype,
         batch_size=bs,
         lanes=lanes,
+        device_colour=colour,
         on_frames=frames_done,
     )
     if not task.ignore_errors and seg.frames != task.chunk.frames:

@@ -448,3 +448,267 @@ def tensor_to_rgb(t: torch.Tensor, dtype: Any = np.uint8) -> np.ndarray:
     q = q.to(torch.uint8) if peak == 255.0 else q.to(torch.int32)
     out = q.permute(0, 2, 3, 1).contiguous().cpu().numpy().astype(dtype, copy=False)
     return out[0] if squeeze else out
+
+
+# --- planar YUV on the device (torch) ----------------------------------------------------------
+#
+# The same matrices and ranges as ToRGB/FromRGB, applied in torch where the model runs: decoded
+# planes are uploaded as they are (1.5 bytes a pixel for 4:2:0 instead of 3), converted to float
+# RGB on the device without a uint8 round trip, and the result is converted back to planar YUV
+# there and quantised once, so the encoder process only wraps the planes in a frame. Decoded
+# chroma is upsampled bilinearly at the siting swscale uses for the stream in ToRGB (left for
+# H.264/HEVC, centred when untagged: see chroma_siting); output chroma is centred, as FromRGB's
+# untagged frames get from swscale, with the matching triangle filter (1/8 3/8 3/8 1/8).
+# Edges are replicated. Odd sizes differ slightly: swscale stretches ceil(W/2) chroma samples
+# over W, here chroma is placed as the standards say (doubled, then cropped).
+
+
+@dataclass(frozen=True)
+class PlanarLayout:
+    """A planar YUV pixel format: ``bits`` per sample (stored in uint8 up to 8 bits, else
+    little-endian uint16) and chroma subsampling as shifts (``sx``, ``sy``: 1 = halved)."""
+
+    pix_fmt: str
+    bits: int
+    sx: int
+    sy: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8) if self.bits <= 8 else np.dtype("<u2")
+
+    def chroma_size(self, height: int, width: int) -> tuple[int, int]:
+        return -(-height // (1 << self.sy)), -(-width // (1 << self.sx))
+
+    def sizes(self, height: int, width: int) -> tuple[int, int]:
+        """(luma, chroma) sample counts of one frame."""
+        ch, cw = self.chroma_size(height, width)
+        return height * width, ch * cw
+
+    def frame_elements(self, height: int, width: int) -> int:
+        """Samples in one frame, Y then U then V packed: the encoder ring's slot size."""
+        luma, chroma = self.sizes(height, width)
+        return luma + 2 * chroma
+
+
+def planar_layout(pix_fmt: str) -> PlanarLayout | None:
+    """The layout of ``pix_fmt`` if it is planar YUV (``yuv420p``, ``yuv422p10le``, ``yuvj444p``
+    ...) with at most 16 bits little-endian, else None (RGB, grey, semi-planar, alpha...)."""
+    try:
+        fmt = av.VideoFormat(pix_fmt)
+    except (ValueError, TypeError):
+        return None
+    if not pix_fmt.startswith(("yuv", "yuvj")) or pix_fmt.endswith("be"):
+        return None
+    comps = fmt.components
+    if len(comps) != 3 or any(c.is_alpha for c in comps) or fmt.is_rgb:
+        return None
+    if {c.plane for c in comps} != {0, 1, 2}:
+        return None
+    bits = comps[0].bits
+    if bits > 16 or any(c.bits != bits for c in comps):
+        return None
+    probe_w, probe_h = 64, 64
+    sized = av.VideoFormat(pix_fmt, probe_w, probe_h)
+    sx = {probe_w: 0, probe_w // 2: 1}.get(sized.chroma_width())
+    sy = {probe_h: 0, probe_h // 2: 1}.get(sized.chroma_height())
+    if sx is None or sy is None:  # 4:1:1, 4:1:0: not handled here
+        return None
+    return PlanarLayout(pix_fmt, bits, sx, sy)
+
+
+@dataclass(frozen=True)
+class YUVPlanes:
+    """One frame's planes as decoded: ``y`` (H, W), ``u`` and ``v`` (chroma size), uint8 or
+    uint16, in ``layout``; ``cosited`` says, per axis (horizontal, vertical), whether chroma
+    sits on the first luma sample it covers rather than between its samples."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    layout: PlanarLayout
+    cosited: tuple[bool, bool] = (False, False)
+
+
+def chroma_siting(frame: av.VideoFrame) -> tuple[bool, bool]:
+    """(horizontal, vertical) co-siting of ``frame``'s chroma as swscale - ToRGB - treats it.
+    **Overwrites the frame's pixels** (after ``make_writable``, so a decoder's reference
+    frames are untouched): call it on a frame whose planes were already copied.
+
+    Decoders tag frames with a chroma location (H.264/HEVC: left, i.e. co-sited horizontally
+    and centred vertically; untagged: centred both ways) that PyAV does not expose; swscale
+    honours it. So ask swscale: the frame's chroma is set to alternate by column (U) and by
+    row (V), resampled to 4:4:4, and the value at an even luma position tells co-sited (the
+    high sample itself) from centred (3/4 of it)."""
+    name = frame.format.name
+    layout = planar_layout(name)
+    if layout is None or (layout.sx == 0 and layout.sy == 0):
+        return False, False
+    if frame.width < 8 or frame.height < 8:
+        return False, False
+    frame.make_writable()
+    hi = (1 << layout.bits) - 1
+    u = _plane(frame.planes[1], layout.dtype)
+    v = _plane(frame.planes[2], layout.dtype)
+    u[...], v[...] = 0, 0
+    u[:, 1::2] = hi  # varies with the column
+    v[1::2, :] = hi  # varies with the row
+    fmt444, _ = _planar444(layout.bits)
+    if name.startswith("yuvj"):
+        fmt444 = "yuvj444p"
+    full = VideoReformatter().reformat(frame, format=fmt444, interpolation=_FLAGS)
+    # Luma (4, 4) is covered by chroma column/row 2 (low) ... with the high column 1 and 3
+    # around it: co-sited gives the low sample itself (0), centred 1/4 of a high one.
+    hu = _plane(full.planes[1], layout.dtype)[4, 4] / hi
+    hv = _plane(full.planes[2], layout.dtype)[4, 4] / hi
+    return bool(layout.sx and hu < 0.125), bool(layout.sy and hv < 0.125)
+
+
+class ToPlanes:
+    """Decoded frames -> ``YUVPlanes`` copies in ``layout`` (frames in another planar format of
+    the same kind are rearranged by swscale first, without changing values). The chroma
+    siting is found once, from the first frame (:func:`chroma_siting`)."""
+
+    def __init__(self, layout: PlanarLayout) -> None:
+        self.layout = layout
+        self._rf = VideoReformatter()
+        self._cosited: tuple[bool, bool] | None = None
+
+    def __call__(self, frame: av.VideoFrame) -> YUVPlanes:
+        if frame.format.name != self.layout.pix_fmt:
+            frame = self._rf.reformat(frame, format=self.layout.pix_fmt)
+        dtype = self.layout.dtype
+        y, u, v = (_plane(p, dtype).copy() for p in frame.planes[:3])
+        if self._cosited is None:
+            self._cosited = chroma_siting(frame)  # overwrites the frame: copied above
+        return YUVPlanes(y, u, v, self.layout, self._cosited)
+
+
+def _matrix_terms(matrix: int) -> tuple[float, float, float]:
+    kr, kb = _KRKB.get(matrix, _KRKB[MATRIX_BT709])
+    return kr, kb, 1.0 - kr - kb
+
+
+def _up_axis(c: torch.Tensor, dim: int, size: int, cosited: bool) -> torch.Tensor:
+    """Double ``c`` along ``dim``, linearly, edges replicated, and crop to ``size``. Centred
+    siting: 3/4 1/4 of the two nearest samples; co-sited: the sample, then the mean of it
+    and the next."""
+    import torch
+
+    c = c.movedim(dim, -1)
+    nxt = torch.cat([c[..., 1:], c[..., -1:]], dim=-1)
+    if cosited:
+        pair = [c, (c + nxt) * 0.5]
+    else:
+        prev = torch.cat([c[..., :1], c[..., :-1]], dim=-1)
+        pair = [c * 0.75 + prev * 0.25, c * 0.75 + nxt * 0.25]
+    out = torch.stack(pair, dim=-1).flatten(-2)
+    return out[..., :size].movedim(-1, dim)
+
+
+def _upsample(
+    c: torch.Tensor,
+    height: int,
+    width: int,
+    sy: int,
+    sx: int,
+    cosited: tuple[bool, bool] = (False, False),
+) -> torch.Tensor:
+    """Chroma (N, h, w) float -> (N, height, width): bilinear at the stream's siting
+    (``cosited`` per axis, horizontal first), as swscale resamples it in ToRGB."""
+    if sx:
+        c = _up_axis(c, -1, width, cosited[0])
+    if sy:
+        c = _up_axis(c, -2, height, cosited[1])
+    return c
+
+
+def _down_axis(c: torch.Tensor, dim: int) -> torch.Tensor:
+    """Halve ``c`` along ``dim`` (centred siting: 1/8 3/8 3/8 1/8, edges replicated; an odd
+    length is padded by replication)."""
+    import torch
+
+    c = c.movedim(dim, -1)
+    if c.shape[-1] % 2:
+        c = torch.cat([c, c[..., -1:]], dim=-1)
+    even, odd = c[..., 0::2], c[..., 1::2]
+    before = torch.cat([even[..., :1], odd[..., :-1]], dim=-1)
+    after = torch.cat([even[..., 1:], odd[..., -1:]], dim=-1)
+    out = (even + odd) * 0.375 + (before + after) * 0.125
+    return out.movedim(-1, dim)
+
+
+def _downsample(c: torch.Tensor, sy: int, sx: int) -> torch.Tensor:
+    """Chroma (N, H, W) float at luma size -> subsampled, the filter matching
+    :func:`_upsample`'s siting."""
+    if sx:
+        c = _down_axis(c, -1)
+    if sy:
+        c = _down_axis(c, -2)
+    return c
+
+
+def _to_int(t: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 / uint16-as-int16 samples -> int32 codes (bit patterns kept)."""
+    import torch
+
+    t = t.to(torch.int32)
+    return t & 0xFFFF if bits > 8 else t
+
+
+def planes_to_rgb(
+    y: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    layout: PlanarLayout,
+    *,
+    matrix: int,
+    colour_range: int,
+    cosited: tuple[bool, bool] = (False, False),
+) -> torch.Tensor:
+    """Planes (N, H, W) and (N, h, w) as uint8, or uint16 samples held in int16 tensors, on any
+    device -> (N, 3, H, W) float32 RGB in [0, 1] there (ToRGB's matrix and range; chroma
+    siting ``cosited`` as :attr:`YUVPlanes.cosited`)."""
+    import torch
+
+    height, width = y.shape[-2:]
+    black, yspan, cspan = _levels(layout.bits, colour_range)
+    mid = float(1 << (layout.bits - 1))
+    kr, kb, kg = _matrix_terms(matrix)
+    yf = (_to_int(y, layout.bits).to(torch.float32) - black) * (1.0 / yspan)
+    uf = (_to_int(u, layout.bits).to(torch.float32) - mid) * (1.0 / cspan)
+    vf = (_to_int(v, layout.bits).to(torch.float32) - mid) * (1.0 / cspan)
+    uf = _upsample(uf, height, width, layout.sy, layout.sx, cosited)
+    vf = _upsample(vf, height, width, layout.sy, layout.sx, cosited)
+    r = yf + 2 * (1 - kr) * vf
+    b = yf + 2 * (1 - kb) * uf
+    g = yf - (2 * (1 - kb) * kb / kg) * uf - (2 * (1 - kr) * kr / kg) * vf
+    return torch.stack([r, g, b], dim=1).clamp_(0.0, 1.0)
+
+
+def rgb_to_planes(
+    x: torch.Tensor, layout: PlanarLayout, *, matrix: int, colour_range: int
+) -> torch.Tensor:
+    """(N, 3, H, W) float RGB in [0, 1] -> (N, frame_elements) codes, Y then U then V packed,
+    rounded once and clipped: uint8 for 8-bit layouts, else int16 holding the uint16 bit
+    pattern (FromRGB's matrix and range; chroma filtered in float before rounding)."""
+    import torch
+
+    n = x.shape[0]
+    black, yspan, cspan = _levels(layout.bits, colour_range)
+    mid = float(1 << (layout.bits - 1))
+    peak = float((1 << layout.bits) - 1)
+    kr, kb, kg = _matrix_terms(matrix)
+    x = x.float().clamp(0.0, 1.0)
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    luma = kr * r + kg * g + kb * b
+    cu = (b - luma) * (cspan / (2 * (1 - kb)))
+    cv = (r - luma) * (cspan / (2 * (1 - kr)))
+    cu = _downsample(cu, layout.sy, layout.sx) + mid
+    cv = _downsample(cv, layout.sy, layout.sx) + mid
+    luma = luma * yspan + black
+    packed = torch.cat([t.reshape(n, -1) for t in (luma, cu, cv)], dim=1)
+    packed = packed.round_().clamp_(0.0, peak)
+    if layout.bits <= 8:
+        return packed.to(torch.uint8)
+    return packed.to(torch.int32).to(torch.int16)  # wraps above 32767: the uint16 pattern

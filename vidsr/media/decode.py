@@ -25,7 +25,7 @@ import av
 import numpy as np
 
 from vidsr.errors import InputError, UsageError
-from vidsr.media.colour import ToRGB
+from vidsr.media.colour import ToPlanes, ToRGB, YUVPlanes, planar_layout
 from vidsr.media.probe import MediaInfo, index_packets, main_video_stream, open_input, probe
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,17 @@ class DecodedFrame:
 
     ``rgb`` is ``(H, W, 3)`` RGB, full range, C-contiguous: ``uint8`` (0..255) for 8-bit
     sources and ``uint16`` (0..65535) for sources with more bits, converted with the stream's
-    effective matrix and range (:mod:`vidsr.media.colour`). ``pts`` is in the stream's time
-    base; ``time`` is ``pts * time_base`` in seconds.
+    effective matrix and range (:mod:`vidsr.media.colour`). With ``planes=True`` decoding,
+    ``rgb`` is None and ``planes`` holds the frame's YUV planes unconverted (for conversion
+    on the device). ``pts`` is in the stream's time base; ``time`` is ``pts * time_base`` in
+    seconds.
     """
 
     index: int
     pts: int
     time: Fraction
-    rgb: np.ndarray
+    rgb: np.ndarray | None
+    planes: YUVPlanes | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class FrameDecoder(Iterator[DecodedFrame]):
         info: MediaInfo | None = None,
         threads: bool = True,
         ignore_errors: bool = False,
+        planes: bool = False,
     ) -> None:
         self.path = Path(path)
         self.info = info if info is not None else probe(self.path)
@@ -109,6 +113,12 @@ class FrameDecoder(Iterator[DecodedFrame]):
         self._index_of: dict[int, int] = {}  # pts -> first frame index with that pts
         for i in range(start, end):
             self._index_of.setdefault(video.frame_pts[i], i)
+        self._to_planes: ToPlanes | None = None
+        if planes:
+            layout = planar_layout(video.pix_fmt)
+            if layout is None:
+                raise UsageError(f"{video.pix_fmt} is not planar YUV: decode it to RGB instead")
+            self._to_planes = ToPlanes(layout)
         self._convert = ToRGB(
             matrix=video.matrix, colour_range=video.range, high_bit_depth=video.bit_depth > 8
         )
@@ -234,8 +244,12 @@ class FrameDecoder(Iterator[DecodedFrame]):
                         f"{self.path}: frame {i} is {frame.width}x{frame.height}, not "
                         f"{video.width}x{video.height}; size changes mid-stream are not supported"
                     )
+                if self._to_planes is not None:
+                    rgb, planes = None, self._to_planes(frame)
+                else:
+                    rgb, planes = self._convert(frame), None
                 yield DecodedFrame(
-                    index=i, pts=pts, time=pts * video.time_base, rgb=self._convert(frame)
+                    index=i, pts=pts, time=pts * video.time_base, rgb=rgb, planes=planes
                 )
                 yielded = True
                 expect = i + 1
@@ -284,6 +298,7 @@ def decode_frames(
     info: MediaInfo | None = None,
     threads: bool = True,
     ignore_errors: bool = False,
+    planes: bool = False,
 ) -> FrameDecoder:
     """Decode frames ``[start, end)`` (``end=None``: to the last frame) of ``path``'s main video.
 
@@ -291,6 +306,16 @@ def decode_frames(
     :func:`~vidsr.media.probe.probe`) saves probing again. ``threads`` enables FFmpeg's frame and
     slice threading (``thread_type="AUTO"``). A frame that cannot be decoded raises
     ``InputError`` naming it; with ``ignore_errors`` it is skipped and recorded in the returned
-    iterator's ``errors`` list. A bad range raises ``UsageError``.
+    iterator's ``errors`` list. A bad range raises ``UsageError``. ``planes`` yields the YUV
+    planes unconverted (planar YUV sources only, see
+    :func:`~vidsr.media.colour.planar_layout`) instead of RGB.
     """
-    return FrameDecoder(path, start, end, info=info, threads=threads, ignore_errors=ignore_errors)
+    return FrameDecoder(
+        path,
+        start,
+        end,
+        info=info,
+        threads=threads,
+        ignore_errors=ignore_errors,
+        planes=planes,
+    )

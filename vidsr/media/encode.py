@@ -99,6 +99,29 @@ def choose_pix_fmt(codec: str, source_pix_fmt: str, source_bit_depth: int) -> st
     return supported[0]
 
 
+def stream_colour(pix_fmt: str, tags: ColourTags, width: int, height: int) -> ColourTags:
+    """The colour an encoder of ``pix_fmt`` writes and converts with, given the wanted
+    ``tags``: RGB formats need no matrix; YUV ones use the tags' matrix and range where
+    usable, else the fallbacks of :mod:`vidsr.media.colour`."""
+    if colour.is_rgb_format(pix_fmt):
+        matrix, colour_range = colour.MATRIX_RGB, colour.RANGE_FULL
+    else:
+        matrix = colour.effective_matrix(tags.matrix, width, height, pix_fmt)
+        colour_range = colour.effective_range(tags.range, pix_fmt)
+    return ColourTags(tags.primaries, tags.transfer, matrix, colour_range)
+
+
+def source_encoder_colour(
+    info: MediaInfo, *, width: int, height: int, codec: str, pix_fmt: str | None = None
+) -> tuple[str, ColourTags]:
+    """(pixel format, colour) of ``VideoEncoder.from_source(info, ...)`` with these settings,
+    without opening an encoder: what a caller converting on its own must match."""
+    v = info.video
+    fmt = pix_fmt or choose_pix_fmt(codec, v.pix_fmt, v.bit_depth)
+    tags = colour.output_tags(v.colour, width=v.width, height=v.height, pix_fmt=v.pix_fmt)
+    return fmt, stream_colour(fmt, tags, width, height)
+
+
 class VideoEncoder:
     """Write RGB frames to a video-only file at ``path`` (container from its suffix; mkv is the
     usual choice), each with its own pts.
@@ -145,20 +168,19 @@ class VideoEncoder:
             )
         fmt = av.VideoFormat(self.pix_fmt, self.width, self.height)
         odd = self.width % 2 or self.height % 2
-        subsampled = fmt.chroma_width != self.width or fmt.chroma_height != self.height
+        subsampled = fmt.chroma_width() != self.width or fmt.chroma_height() != self.height
         if odd and subsampled and codec in _EVEN_ONLY:
             raise UsageError(
                 f"{codec} cannot encode {self.pix_fmt} at the odd size {self.width}x{self.height}; "
                 "use ffv1, a 4:4:4 pixel format, or an even size"
             )
-        tags = colour_tags or ColourTags()
-        if colour.is_rgb_format(self.pix_fmt):
-            matrix, colour_range = colour.MATRIX_RGB, colour.RANGE_FULL
-        else:
-            matrix = colour.effective_matrix(tags.matrix, self.width, self.height, self.pix_fmt)
-            colour_range = colour.effective_range(tags.range, self.pix_fmt)
-        self.colour = ColourTags(tags.primaries, tags.transfer, matrix, colour_range)
+        self.colour = stream_colour(
+            self.pix_fmt, colour_tags or ColourTags(), self.width, self.height
+        )
+        matrix, colour_range = self.colour.matrix, self.colour.range
         self._convert = FromRGB(pix_fmt=self.pix_fmt, matrix=matrix, colour_range=colour_range)
+        #: The planar YUV layout :meth:`write_planes` takes (None for other pixel formats).
+        self.planar = colour.planar_layout(self.pix_fmt)
 
         opts = dict(CODEC_DEFAULTS.get(codec, {}))
         if crf is not None:
@@ -240,19 +262,50 @@ class VideoEncoder:
         """Encode one frame. ``rgb``: ``(height, width, 3)`` RGB, full range, ``uint8``,
         ``uint16`` (0..65535) or float (0..1). ``pts``: in ``time_base`` units, strictly
         increasing from call to call."""
-        if self._closed:
-            raise PipelineError(f"{self.path}: write after close")
         if rgb.shape[:2] != (self.height, self.width):
             raise PipelineError(
                 f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the encoder expects "
                 f"{self.width}x{self.height}"
             )
+        self._encode(self._convert(rgb), pts)
+
+    def write_planes(self, packed: np.ndarray, pts: int) -> None:
+        """Encode one frame given as planar YUV already in this encoder's pixel format, matrix
+        and range (:attr:`planar` says which; :func:`vidsr.media.colour.rgb_to_planes` makes
+        them): ``packed`` holds Y, then U, then V, ``planar.frame_elements`` samples (uint8,
+        or uint16 for deeper formats)."""
+        layout = self.planar
+        if layout is None:
+            raise PipelineError(f"{self.path}: {self.pix_fmt} is not planar YUV")
+        h, w = self.height, self.width
+        luma, chroma = layout.sizes(h, w)
+        if packed.size != luma + 2 * chroma:
+            raise PipelineError(
+                f"{self.path}: {packed.size} samples, expected {luma + 2 * chroma} "
+                f"for {w}x{h} {self.pix_fmt}"
+            )
+        ch, cw = layout.chroma_size(h, w)
+        flat = packed.reshape(-1).view(layout.dtype)
+        frame = av.VideoFrame(w, h, self.pix_fmt)
+        parts = (
+            flat[:luma].reshape(h, w),
+            flat[luma : luma + chroma].reshape(ch, cw),
+            flat[luma + chroma :].reshape(ch, cw),
+        )
+        for plane, part in zip(frame.planes[:3], parts, strict=True):
+            colour._plane(plane, layout.dtype)[...] = part
+        frame.colorspace = self.colour.matrix
+        frame.color_range = self.colour.range
+        self._encode(frame, pts)
+
+    def _encode(self, frame: av.VideoFrame, pts: int) -> None:
+        if self._closed:
+            raise PipelineError(f"{self.path}: write after close")
         pts = int(pts)
         if self._last_pts is not None and pts <= self._last_pts:
             raise PipelineError(
                 f"{self.path}: frame pts {pts} does not follow {self._last_pts} (pts must increase)"
             )
-        frame = self._convert(rgb)
         frame.pts = pts
         frame.time_base = self.time_base
         try:

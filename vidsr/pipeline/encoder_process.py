@@ -298,6 +298,7 @@ def _encode_segment(conn: Any, spec: tuple[Any, ...], parent_pid: int, capture: 
 
         frames, busy = 0, 0.0
         kwargs = dict(encoder_kwargs)
+        planar = bool(kwargs.pop("planar", False))
         info = kwargs.pop("info", None)
         if info is not None:  # an encoder matched to the source's stream (tags, rotation...)
             encoder = VideoEncoder.from_source(kwargs.pop("path"), info, **kwargs)
@@ -314,7 +315,10 @@ def _encode_segment(conn: Any, spec: tuple[Any, ...], parent_pid: int, capture: 
                     break
                 _, slot, pts = msg
                 t0 = time.perf_counter()
-                encoder.write(ring[slot], pts)
+                if planar:  # YUV planes converted where the model ran
+                    encoder.write_planes(ring[slot], pts)
+                else:
+                    encoder.write(ring[slot], pts)
                 busy += time.perf_counter() - t0
                 frames += 1
                 conn.send(("free", slot))

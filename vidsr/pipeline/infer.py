@@ -71,7 +71,8 @@ class Upscaler:
     moved to ``self.device``); returns (N, 3, *output_size(H, W)) float32 in [0, 1] on
     ``self.device``. Works for any H, W >= 1. ``even`` rounds a resized result down to even
     sizes (for 4:2:0 video). ``lanes`` is how many batches video runs at once on the CPU
-    (0 = auto); a single call always runs one.
+    (0 = auto); a single call always runs one. ``device_colour`` is where video's YUV<->RGB
+    conversion runs (see :func:`vidsr.pipeline.video.plan_device_colour`).
     """
 
     def __init__(
@@ -85,9 +86,11 @@ class Upscaler:
         scale: float | None = None,
         even: bool = False,
         lanes: int = 0,
+        device_colour: str = "auto",
     ) -> None:
         self.net = net
         self.lanes = lanes  # CPU lanes for video (0 = auto); see vidsr.pipeline.lanes
+        self.device_colour = device_colour  # video YUV<->RGB placement: auto | on | off
         self.even = even
         self.device = device
         self.dtype = dtype
@@ -182,4 +185,5 @@ def build_upscaler(
         tile_pad=config.tile_pad,
         scale=config.scale,
         lanes=config.lanes,
+        device_colour=config.device_colour,
     )

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from vidsr.pipeline.encoder_process import EncoderProcess
 from vidsr.pipeline.infer import Upscaler, scaled_size
 from vidsr.pipeline.lanes import Lanes, threads_per_lane
 from vidsr.pipeline.stages import ProducerThread, StageStats
+
+if TYPE_CHECKING:
+    from vidsr.media.colour import PlanarLayout
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -127,6 +130,62 @@ def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+DEVICE_COLOUR_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class DeviceColour:
+    """YUV<->RGB on the model's device: ``source`` is the decoded planes' layout (None: frames
+    arrive as RGB), converted with ``matrix``/``colour_range``; ``output`` the encoder's
+    layout (None: RGB goes to the encoder), converted with ``out_matrix``/``out_range``."""
+
+    source: PlanarLayout | None
+    matrix: int
+    colour_range: int
+    output: PlanarLayout | None
+    out_matrix: int
+    out_range: int
+
+
+def plan_device_colour(
+    info: Any, encoder_kwargs: dict[str, Any], device: torch.device, mode: str = "auto"
+) -> DeviceColour | None:
+    """Whether (and how) colour conversion runs on the device: ``auto`` on CUDA only (on the
+    CPU the numpy path costs the same and is the reference), ``on`` wherever the formats are
+    planar YUV, ``off`` never. None when neither side can."""
+    from vidsr.media.colour import planar_layout
+    from vidsr.media.encode import source_encoder_colour
+
+    if mode not in DEVICE_COLOUR_MODES:
+        raise UsageError(f"--device-colour must be one of {', '.join(DEVICE_COLOUR_MODES)}")
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    v = info.video
+    source = planar_layout(v.pix_fmt)
+    fmt, tags = source_encoder_colour(
+        info,
+        width=encoder_kwargs["width"],
+        height=encoder_kwargs["height"],
+        codec=encoder_kwargs.get("codec") or "libx264",
+        pix_fmt=encoder_kwargs.get("pix_fmt"),
+    )
+    output = planar_layout(fmt)
+    if source is None and output is None:
+        return None
+    return DeviceColour(source, v.matrix, v.range, output, tags.matrix, tags.range)
+
+
+def _planes_tensor(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Stacked uint8 / uint16 planes as a tensor on ``device`` (uint16 travels as int16)."""
+    host = np.stack(arrays)
+    if host.dtype != np.uint8:
+        host = host.view(np.int16)
+    t = torch.from_numpy(host)
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def upscale_segment(
     frames: Any,
     *,
@@ -136,6 +195,7 @@ def upscale_segment(
     out_dtype: np.dtype,
     batch_size: int,
     lanes: int = 1,
+    device_colour: DeviceColour | None = None,
     on_frames: Callable[[int], None] | None = None,
 ) -> SegmentResult:
     """Run decoded ``frames`` (an iterable of objects with ``.rgb`` (H, W, 3) uint8/uint16
@@ -143,8 +203,13 @@ def upscale_segment(
 
     ``lanes`` > 1 (CPU only) runs that many batches at once, each in its own thread with a
     share of torch's threads (:mod:`vidsr.pipeline.lanes`); frames still reach the encoder
-    in order. ``on_frames(n)`` is called after each batch is handed to the encoder.
+    in order. ``device_colour`` converts on the model's device: frames then carry ``.planes``
+    (when its ``source`` is set) and/or the encoder receives YUV planes (when its ``output``
+    is). ``on_frames(n)`` is called after each batch is handed to the encoder.
     """
+    from vidsr.media.colour import planes_to_rgb, rgb_to_planes
+
+    dc = device_colour
     decode = StageStats("decode")
     infer_stats = StageStats("infer")
     encode = StageStats("encode")
@@ -153,16 +218,34 @@ def upscale_segment(
     lanes = max(1, lanes) if device.type == "cpu" else 1
     peak = float(np.iinfo(out_dtype).max)
     producer = ProducerThread(frames, maxsize=max(4, 2 * batch_size * lanes), stats=decode)
+    if dc is not None and dc.output is not None:
+        # The ring holds packed Y, U, V planes in the encoder's own format.
+        oh, ow = out_shape[:2]
+        slot_shape: tuple[int, ...] = (dc.output.frame_elements(oh, ow),)
+        slot_dtype = dc.output.dtype
+        encoder_kwargs = {**encoder_kwargs, "planar": True}
+    else:
+        slot_shape, slot_dtype = out_shape, out_dtype
     encoder = EncoderProcess(
-        encoder_kwargs, shape=out_shape, dtype=out_dtype, slots=max(4, 2 * batch_size)
+        encoder_kwargs, shape=slot_shape, dtype=slot_dtype, slots=max(4, 2 * batch_size)
     )
     staging: torch.Tensor | None = None
     written = 0
     lane_seconds: list[float] = []  # appended from the lanes (list.append is atomic)
 
-    def run_batch(batch: list[Any]) -> np.ndarray:
+    def model_input(batch: list[Any]) -> torch.Tensor:
         nonlocal staging
-        t0 = time.perf_counter()
+        if dc is not None and dc.source is not None:
+            y, u, v = (_planes_tensor([getattr(f.planes, k) for f in batch], device) for k in "yuv")
+            return planes_to_rgb(
+                y,
+                u,
+                v,
+                dc.source,
+                matrix=dc.matrix,
+                colour_range=dc.colour_range,
+                cosited=batch[0].planes.cosited,
+            )
         host = np.stack([f.rgb for f in batch])  # (N, H, W, 3)
         src = torch.from_numpy(host)
         if device.type == "cuda":
@@ -170,12 +253,23 @@ def upscale_segment(
                 staging = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
             staging.copy_(src)
             src = staging
+        x = src.to(device, non_blocking=True).permute(0, 3, 1, 2)
+        return x.to(torch.float32).div_(float(np.iinfo(host.dtype).max))
+
+    def run_batch(batch: list[Any]) -> np.ndarray:
+        t0 = time.perf_counter()
         with torch.inference_mode():
-            x = src.to(device, non_blocking=True).permute(0, 3, 1, 2)
-            x = x.to(torch.float32).div_(float(np.iinfo(host.dtype).max))
-            y = infer(x)
-            out = y.mul_(peak).round_().to(torch.int32 if peak > 255 else torch.uint8)
-            out = out.permute(0, 2, 3, 1).cpu().numpy().astype(out_dtype, copy=False)
+            y = infer(model_input(batch))
+            if dc is not None and dc.output is not None:
+                packed = (
+                    rgb_to_planes(y, dc.output, matrix=dc.out_matrix, colour_range=dc.out_range)
+                    .cpu()
+                    .numpy()
+                )
+                out = packed if packed.dtype == np.uint8 else packed.view(np.uint16)
+            else:
+                q = y.mul_(peak).round_().to(torch.int32 if peak > 255 else torch.uint8)
+                out = q.permute(0, 2, 3, 1).cpu().numpy().astype(out_dtype, copy=False)
         lane_seconds.append(time.perf_counter() - t0)
         return out
 
