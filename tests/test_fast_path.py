@@ -454,3 +454,48 @@ def test_chroma_siting_is_read_from_swscale(media_clips: dict[str, Path], tmp_pa
     for p, f in zip(planes, plain, strict=True):
         assert np.array_equal(p.y, C._plane(f.planes[0], np.uint8))
         assert np.array_equal(p.u, C._plane(f.planes[1], np.uint8))
+
+
+# --- --compile ----------------------------------------------------------------------------------
+
+
+def test_compile_gives_the_same_frames(
+    media_clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd
+) -> None:
+    """``--compile`` through the CLI (torch.compile with inductor on the CPU, ~30 s to compile
+    on 2 cores): the frames equal the eager run's within float reassociation."""
+    from helpers import run_cli
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    src = media_clips["single"]
+    outs = {}
+    for flag in ("", "--compile"):
+        out = tmp_path / f"out{flag}.mkv"
+        args = ["upscale", str(src), "-o", str(out), "--device", "cpu", "--codec", "ffv1",
+                "--pix-fmt", "bgr0", "--lanes", "2"]  # fmt: skip
+        code, _, err = run_cli(capfd, *args, *([flag] if flag else []))
+        assert code == 0, err
+        outs[flag] = frames_of(out)
+    assert any((tmp_path / "inductor").rglob("*.so")), "nothing was compiled"
+    a, b = outs[""], outs["--compile"]
+    assert len(a) == len(b) >= 1
+    diff = max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
+    assert diff <= 1
+
+
+def test_compile_failure_is_one_line(media_clips: dict[str, Path], tmp_path: Path) -> None:
+    """No working C++ compiler: one line, exit 6 (a DeviceError), no output. In a fresh
+    process: inductor caches its compiler check in-process."""
+    out = tmp_path / "out.mkv"
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"),
+           "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", "from vidsr.cli import main; main()", "upscale",
+         str(media_clips["single"]), "-o", str(out), "--device", "cpu", "--compile"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 6, run.stderr
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip() and "frame/s" not in ln]
+    assert len(lines) == 1 and "--compile failed" in lines[0], run.stderr
+    assert "Traceback" not in run.stderr
+    assert not out.exists()

@@ -31,6 +31,7 @@ def upscale(
     batch_size: int = 0,
     lanes: int = 0,
     device_colour: str = "auto",
+    compile: bool = False,
     ignore_errors: bool = False,
     overwrite: bool = False,
     on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -66,6 +67,7 @@ def upscale(
         denoise_strength=denoise_strength,
         lanes=lanes,
         device_colour=device_colour,
+        compile=compile,
     )
     if is_image_path(src):
         upscaler = build_upscaler(config)

@@ -548,7 +548,7 @@ def run_bench(
     from vidsr.media.probe import probe
     from vidsr.models.loader import load_network
     from vidsr.pipeline.encoder_process import encoder_pool
-    from vidsr.pipeline.infer import Upscaler, resolve_device, resolve_precision
+    from vidsr.pipeline.infer import Upscaler, compiled, resolve_device, resolve_precision
     from vidsr.pipeline.lanes import auto_lanes
     from vidsr.pipeline.video import (
         EncodeConfig,
@@ -581,7 +581,7 @@ def run_bench(
     )
     upscaler = Upscaler(net, device=dev, dtype=dtype)
     if compile:
-        upscaler.module = torch.compile(upscaler.module)
+        upscaler.module = compiled(upscaler.module)
     scale = net.scale
     ow, oh = width * scale, height * scale
     bs = batch_size or auto_batch_size(upscaler, height, width)

@@ -100,6 +100,12 @@ def infer_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Output file (or folder for a folder input).",
         ),
         click.option("--overwrite", is_flag=True, help="Replace an existing output."),
+        click.option(
+            "--compile",
+            "use_compile",
+            is_flag=True,
+            help="torch.compile the model (compiles on the first frames; see docs/BENCHMARKS.md).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -119,6 +125,7 @@ def _infer_config(opts: dict[str, Any]):  # -> InferConfig (lazy import)
         denoise_strength=opts["denoise_strength"],
         lanes=opts.get("lanes", 0),
         device_colour=opts.get("device_colour", "auto"),
+        compile=opts.get("use_compile", False),
     )
 
 

@@ -30,6 +30,7 @@ class InferConfig:
     see :mod:`vidsr.pipeline.lanes`); CUDA always runs one.
     device_colour: where video YUV<->RGB runs: ``auto`` (on the device on CUDA), ``on``
     (on the device, the CPU included), ``off`` (numpy on the CPU).
+    compile: run the network through ``torch.compile`` (compiled on the first frames).
     """
 
     model: str = "realesr-animevideov3"
@@ -41,6 +42,7 @@ class InferConfig:
     denoise_strength: float | None = None
     lanes: int = 0
     device_colour: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Callable
 
 import torch
@@ -177,7 +178,7 @@ def build_upscaler(
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
     net = load_network(config.model, denoise_strength=config.denoise_strength, progress=progress)
-    return Upscaler(
+    upscaler = Upscaler(
         net,
         device=device,
         dtype=dtype,
@@ -187,3 +188,38 @@ def build_upscaler(
         lanes=config.lanes,
         device_colour=config.device_colour,
     )
+    if config.compile:
+        upscaler.module = compiled(upscaler.module)
+    return upscaler
+
+
+def compiled(module: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile(module)``, whose failures (compiled on the first call: no C++ compiler
+    on the CPU, no Triton on the GPU) become one clear ``DeviceError``."""
+    inner = torch.compile(module)
+    compiling = threading.Lock()  # lanes call from several threads: compile in one of them
+    warm: set[tuple[int, ...]] = set()
+
+    class _Compiled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            try:
+                if tuple(x.shape) in warm:
+                    return self.inner(x)
+                with compiling:
+                    out = self.inner(x)
+                    warm.add(tuple(x.shape))
+                    return out
+            except Exception as exc:
+                if type(exc).__module__.startswith("torch._"):  # dynamo/inductor failures
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise DeviceError(
+                        f"--compile failed ({type(exc).__name__}: {first[:200]}); "
+                        "run without --compile"
+                    ) from exc
+                raise
+
+    return _Compiled().eval()
