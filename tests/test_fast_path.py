@@ -499,3 +499,145 @@ def test_compile_failure_is_one_line(media_clips: dict[str, Path], tmp_path: Pat
     assert len(lines) == 1 and "--compile failed" in lines[0], run.stderr
     assert "Traceback" not in run.stderr
     assert not out.exists()
+
+
+# --- NVDEC / NVENC where present, with fallbacks ---------------------------------------------
+
+
+def test_hw_decode_falls_back_to_software(media_clips: dict[str, Path]) -> None:
+    """No NVIDIA device here: asking for NVDEC decodes in software, frame for frame."""
+    from vidsr.media.decode import decode_frames
+
+    src = media_clips["cfr"]
+    with decode_frames(src, 3, 20, hwaccel=True) as hw:
+        got = list(hw)
+        if not torch.cuda.is_available():
+            assert not hw.hw_used and not hw.hwaccel  # fell back, and will not retry
+    with decode_frames(src, 3, 20) as sw:
+        want = list(sw)
+    assert [f.index for f in got] == list(range(3, 20))
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(got, want, strict=True))
+
+
+def test_hw_decode_option_runs_and_refuses_nonsense(
+    media_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    from vidsr.pipeline.video import use_hw_decode
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert (use_hw_decode("auto", cpu), use_hw_decode("auto", cuda)) == (False, True)
+    assert (use_hw_decode("on", cpu), use_hw_decode("off", cuda)) == (True, False)
+    with pytest.raises(UsageError, match="--hw-decode"):
+        InferConfig(hw_decode="maybe")
+    src = media_clips["vfr"]
+    outs = []
+    for mode in ("off", "on"):
+        plan = plan_video(
+            src, tmp_path / f"{mode}.mkv", model=MODEL, scale=None,
+            encode=EncodeConfig(codec="ffv1", pix_fmt="bgr0"), overwrite=False,
+        )  # fmt: skip
+        run_job(plan, InferConfig(model=MODEL, device="cpu", hw_decode=mode), JobOptions())
+        outs.append(frames_of(plan.output))
+    assert len(outs[0]) == len(outs[1]) > 0
+    assert all(np.array_equal(a, b) for a, b in zip(*outs, strict=True))
+
+
+def test_codec_auto(monkeypatch: pytest.MonkeyPatch, media_clips: dict[str, Path], capfd) -> None:
+    from helpers import run_cli
+
+    from vidsr.media import encode
+
+    assert encode.resolve_codec("libx265", "cuda") == "libx265"  # only "auto" is resolved
+    assert encode.resolve_codec("auto", "cpu") == "libx264"
+    if not torch.cuda.is_available():  # no NVIDIA GPU (CI): NVENC does not open, fall back
+        assert not encode.encoder_available("h264_nvenc")
+        assert encode.resolve_codec("auto", "cuda") == "libx264"
+    monkeypatch.setattr(encode, "encoder_available", lambda codec: codec == "h264_nvenc")
+    assert encode.resolve_codec("auto", "cuda") == "h264_nvenc"
+    assert encode.resolve_codec("auto", "cpu") == "libx264"  # NVENC only beside a CUDA model
+    code, out, err = run_cli(capfd, "upscale", str(media_clips["cfr"]), "--device", "cpu",
+                             "--codec", "auto", "--dry-run")  # fmt: skip
+    assert code == 0, err
+    assert "libx264" in out
+
+
+# --- chunks encoded at once when the encoder bounds the run ------------------------------------
+
+
+def test_encode_workers_rule() -> None:
+    from vidsr.jobs.chunk import ChunkResult
+    from vidsr.jobs.local import encode_workers_for
+
+    def res(infer: float, encode: float, cpu: float) -> ChunkResult:
+        return ChunkResult(0, 10, {"infer": (10, infer), "encode": (10, encode)},
+                           encoder_cpu_seconds=cpu)  # fmt: skip
+
+    assert encode_workers_for(res(2.0, 1.0, 1.0), cpus=16) == 1  # the model bounds it
+    assert encode_workers_for(res(1.0, 4.0, 4.0), cpus=2) == 2  # one core per encoder
+    assert encode_workers_for(res(1.0, 4.0, 8.0), cpus=2) == 1  # it already uses both cores
+    assert encode_workers_for(res(1.0, 4.0, 12.0), cpus=16) == 4  # 3 cores each, at most 4
+    assert encode_workers_for(res(0.1, 4.0, 4.0), cpus=16, limit=8) == 8
+
+
+def test_encoder_bound_run_encodes_chunks_at_once(
+    media_clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A near-instant model and a slow one-thread encoder (VP9, lossless): after the first
+    chunk shows the encoder bounds the run, the next chunks are encoded two at a time (two
+    encoder processes alive together), and the output is the same as one at a time."""
+    from vidsr.jobs.local import InProcessExecutor
+    from vidsr.models.loader import LoadedNetwork
+
+    class Pointwise(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x.flip(1) * 0.75 + 0.125
+            return y.repeat_interleave(4, -2).repeat_interleave(4, -1)
+
+    net = LoadedNetwork(module=Pointwise(), name="pointwise", arch="SRVGGNetCompact",
+                        kwargs={}, scale=4, size_multiple=1, params=0)  # fmt: skip
+    seen: list[int] = []
+    real_run = InProcessExecutor._run_parallel
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(args[3])  # k
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(InProcessExecutor, "_run_parallel", spy)
+    alive: list[int] = []
+    src = media_clips["cfr"]
+    outputs = {}
+    for workers in (1, 0):
+        plan = plan_video(
+            src, tmp_path / f"w{workers}.mkv", model=MODEL, scale=None, overwrite=False,
+            encode=EncodeConfig(codec="libvpx-vp9", options=(("lossless", "1"),)),
+        )  # fmt: skip
+        upscaler = Upscaler(net, device=torch.device("cpu"), dtype=torch.float32, lanes=1)
+        events: list[dict[str, Any]] = []
+
+        def on_event(e: dict[str, Any], events: list[dict[str, Any]] = events) -> None:
+            events.append(e)
+            if e["event"] == "progress":
+                alive.append(len(encoder_children()))
+
+        result = run_job(
+            plan, InferConfig(model=MODEL, device="cpu"),
+            JobOptions(chunk_frames=6, encode_workers=workers), upscaler=upscaler,
+            on_event=on_event,
+        )  # fmt: skip
+        outputs[workers] = frames_of(result.output)
+        if workers == 0:
+            assert result.encode_workers >= 2 and seen and seen[-1] >= 2
+            assert max(alive) >= 2  # two encoders really ran together
+            assert events[-1]["encode_workers"] == result.encode_workers
+        else:
+            assert result.encode_workers == 1 and not seen
+        alive.clear()
+    a, b = outputs[1], outputs[0]
+    assert len(a) == len(b) == probe_frames(src)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def probe_frames(path: Path) -> int:
+    from vidsr.media.probe import probe
+
+    return probe(path).video.frame_count

@@ -32,6 +32,7 @@ def upscale(
     lanes: int = 0,
     device_colour: str = "auto",
     compile: bool = False,
+    hw_decode: str = "auto",
     ignore_errors: bool = False,
     overwrite: bool = False,
     on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -68,6 +69,7 @@ def upscale(
         lanes=lanes,
         device_colour=device_colour,
         compile=compile,
+        hw_decode=hw_decode,
     )
     if is_image_path(src):
         upscaler = build_upscaler(config)
@@ -91,6 +93,11 @@ def upscale(
             upscaler.precision_name,
             1,
         )
+    if codec == "auto":
+        from vidsr.media.encode import resolve_codec
+        from vidsr.pipeline.infer import resolve_device
+
+        codec = resolve_codec(codec, resolve_device(device).type)
     encode = EncodeConfig(
         codec=codec,
         crf=crf,

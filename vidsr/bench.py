@@ -119,16 +119,23 @@ def _procfs_tree_rss(pid: int) -> int | None:
     every process on the machine - a cost that would slow the stages being measured. None
     where the kernel does not offer ``children``."""
     page = os.sysconf("SC_PAGE_SIZE")
-    total, todo, seen = 0, [pid], set()
+    total, todo, seen = 0, [(pid, None)], set()
     while todo:
-        p = todo.pop()
+        p, parent_cmd = todo.pop()
         if p in seen:
             continue
         seen.add(p)
         try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read()
+            if cmd == parent_cmd:
+                # Forked and not yet exec'd (subprocess, the resource tracker): its pages
+                # are the parent's, shared copy-on-write. Counting them measured a
+                # transient +255 MB that no process really used.
+                continue
             for tid in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
+                    todo.extend((int(c), cmd) for c in f.read().split())
             with open(f"/proc/{p}/statm") as f:
                 total += int(f.read().split()[1]) * page
         except FileNotFoundError:

@@ -126,6 +126,7 @@ def _infer_config(opts: dict[str, Any]):  # -> InferConfig (lazy import)
         lanes=opts.get("lanes", 0),
         device_colour=opts.get("device_colour", "auto"),
         compile=opts.get("use_compile", False),
+        hw_decode=opts.get("hw_decode", "auto"),
     )
 
 
@@ -151,7 +152,8 @@ def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--codec",
             default="libx264",
             show_default=True,
-            help="libx264, libx265, libsvtav1, h264_nvenc, hevc_nvenc, ffv1 (lossless).",
+            help="libx264, libx265, libsvtav1, h264_nvenc, hevc_nvenc, ffv1 (lossless), or auto "
+            "(h264_nvenc with CUDA where it opens, else libx264).",
         ),
         click.option(
             "--crf", type=float, default=None, help="Quality (lower is better); default per codec."
@@ -188,6 +190,13 @@ def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default="auto",
             show_default=True,
             help="Where YUV<->RGB runs: auto = on the GPU with CUDA, numpy on the CPU otherwise.",
+        ),
+        click.option(
+            "--hw-decode",
+            type=click.Choice(["auto", "on", "off"]),
+            default="auto",
+            show_default=True,
+            help="NVDEC decoding (auto = with CUDA); falls back to software where unusable.",
         ),
         click.option(
             "--ignore-errors",
@@ -229,6 +238,14 @@ def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=1,
             show_default=True,
             help="Worker processes per device.",
+        ),
+        click.option(
+            "--encode-workers",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Chunks encoded at once in one process (0 = auto: more when the encoder "
+            "bounds the run and cores are free).",
         ),
         click.option(
             "--backend",
@@ -289,8 +306,14 @@ def _encode_config(opts: dict[str, Any]):  # -> EncodeConfig
         if not sep or not key:
             raise UsageError(f"--encoder-opt takes KEY=VALUE, not {item!r}")
         pairs.append((key, value))
+    codec = opts["codec"]
+    if codec == "auto":  # NVENC where the model runs on CUDA and NVENC opens, else libx264
+        from vidsr.media.encode import resolve_codec
+        from vidsr.pipeline.infer import resolve_device
+
+        codec = resolve_codec(codec, resolve_device(opts.get("device") or "auto").type)
     return EncodeConfig(
-        codec=opts["codec"],
+        codec=codec,
         crf=opts["crf"],
         preset=opts["encoder_preset"],
         pix_fmt=opts["pix_fmt"],
@@ -310,6 +333,7 @@ def _job_options(opts: dict[str, Any]):  # -> JobOptions
         keep_work=opts["keep_work"],
         devices=devices,
         workers_per_device=opts["workers_per_device"],
+        encode_workers=opts["encode_workers"],
         backend=opts["backend"],
         ray_address=opts["ray_address"],
     )
@@ -390,7 +414,11 @@ def _print_summary(result) -> None:
     click.echo(
         f"{result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps), "
         f"{result.model} on {result.device} {result.precision}, "
-        f"batch {result.batch_size}",
+        f"batch {result.batch_size}"
+        + (f", lanes {result.lanes}" if result.lanes > 1 else "")
+        + (
+            f", {result.encode_workers} chunks encoded at once" if result.encode_workers > 1 else ""
+        ),
         err=True,
     )
     for name, st in result.stages.items():

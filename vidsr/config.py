@@ -31,6 +31,8 @@ class InferConfig:
     device_colour: where video YUV<->RGB runs: ``auto`` (on the device on CUDA), ``on``
     (on the device, the CPU included), ``off`` (numpy on the CPU).
     compile: run the network through ``torch.compile`` (compiled on the first frames).
+    hw_decode: NVDEC decoding: ``auto`` (when the model runs on CUDA), ``on`` (always try),
+    ``off``; it falls back to software decoding where NVDEC does not open.
     """
 
     model: str = "realesr-animevideov3"
@@ -43,6 +45,7 @@ class InferConfig:
     lanes: int = 0
     device_colour: str = "auto"
     compile: bool = False
+    hw_decode: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -57,6 +60,8 @@ class InferConfig:
             raise UsageError("--tile-pad must be >= 0")
         if self.scale is not None and not (0 < self.scale <= 16):
             raise UsageError("--scale must be in (0, 16]")
+        if self.hw_decode not in ("auto", "on", "off"):
+            raise UsageError("--hw-decode must be auto, on or off")
         if self.device_colour not in ("auto", "on", "off"):
             raise UsageError("--device-colour must be auto, on or off")
         if self.lanes < 0:

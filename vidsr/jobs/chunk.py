@@ -41,6 +41,8 @@ class ChunkResult:
     precision: str = ""
     batch_size: int = 0
     lanes: int = 1
+    encoder_cpu_seconds: float = 0.0  # CPU-seconds the encoder process used for this chunk
+    encode_workers: int = 1  # chunks that were being encoded at once (set by the executor)
 
 
 def run_chunk(
@@ -49,7 +51,12 @@ def run_chunk(
     """Upscale one chunk into ``task.segment`` (atomically). ``upscaler``: an ``Upscaler``."""
     from vidsr.media.decode import decode_frames
     from vidsr.pipeline.lanes import auto_lanes
-    from vidsr.pipeline.video import auto_batch_size, plan_device_colour, upscale_segment
+    from vidsr.pipeline.video import (
+        auto_batch_size,
+        plan_device_colour,
+        upscale_segment,
+        use_hw_decode,
+    )
 
     v = task.info.video
     upscaler.even = True
@@ -73,6 +80,7 @@ def run_chunk(
         info=task.info,
         ignore_errors=task.ignore_errors,
         planes=colour is not None and colour.source is not None,
+        hwaccel=use_hw_decode(getattr(upscaler, "hw_decode", "auto"), upscaler.device),
     )
     bs = task.batch_size or auto_batch_size(upscaler, v.height, v.width)
     lanes = getattr(upscaler, "lanes", 0) or auto_lanes(
@@ -119,4 +127,5 @@ def run_chunk(
         precision=upscaler.precision_name,
         batch_size=bs,
         lanes=lanes if upscaler.device.type == "cpu" else 1,
+        encoder_cpu_seconds=seg.encoder_cpu_seconds,
     )

@@ -8,6 +8,7 @@ the driver never waits on a dead worker, so a job never hangs.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
 import os
 import queue
@@ -21,6 +22,8 @@ from typing import Any
 from vidsr.config import InferConfig
 from vidsr.errors import PipelineError, VidsrError
 from vidsr.jobs.chunk import ChunkResult, ChunkTask, run_chunk
+
+log = logging.getLogger(__name__)
 
 OnFrames = Callable[[int, int], None]  # (chunk index, frames) as frames are handed on
 OnDone = Callable[[ChunkResult], None]
@@ -50,12 +53,37 @@ def expand_devices(devices: Sequence[str], workers_per_device: int) -> list[str]
     return [d for d in out for _ in range(workers_per_device)]
 
 
-class InProcessExecutor:
-    """Every chunk in this process, on one device: no worker processes at all."""
+MAX_ENCODE_WORKERS = 4
 
-    def __init__(self, config: InferConfig, upscaler: Any = None) -> None:
+
+def encode_workers_for(result: ChunkResult, cpus: int, limit: int = MAX_ENCODE_WORKERS) -> int:
+    """How many chunks to encode at once, judged from a finished chunk: 1 unless the encoder
+    bounded it (worked longer than the model); then as many encoders as the CPUs hold, given
+    how many cores one encoder kept busy (its CPU-seconds per working second)."""
+    infer_busy = result.stages.get("infer", (0, 0.0))[1]
+    encode_busy = result.stages.get("encode", (0, 0.0))[1]
+    if encode_busy <= 0 or encode_busy <= 1.1 * infer_busy:
+        return 1
+    cores_per_encoder = max(1.0, result.encoder_cpu_seconds / encode_busy)
+    return max(1, min(limit, int(cpus // cores_per_encoder)))
+
+
+class _Stopped(Exception):
+    """Raised in a chunk's progress callback to stop it when another chunk failed."""
+
+
+class InProcessExecutor:
+    """Every chunk in this process, on one device: no worker processes at all.
+
+    Chunks run one after another while the model bounds them. When a chunk shows that the
+    encoder bounds the run (:func:`encode_workers_for`; ``encode_workers`` fixes the number
+    instead, 0 = auto), the next chunks run that many at once: each has its own decoder thread
+    and encoder process, and they share the one model, so every core encodes."""
+
+    def __init__(self, config: InferConfig, upscaler: Any = None, encode_workers: int = 0) -> None:
         self.config = config
         self.upscaler = upscaler
+        self.encode_workers = encode_workers
 
     def run(self, tasks: Sequence[ChunkTask], on_frames: OnFrames, on_done: OnDone) -> None:
         from vidsr.pipeline.infer import build_upscaler
@@ -63,10 +91,75 @@ class InProcessExecutor:
         if not tasks:
             return
         upscaler = self.upscaler or build_upscaler(self.config)
-        for task in tasks:
+        worker = f"{upscaler.device}#0"
+        todo = list(tasks)
+        k = max(1, self.encode_workers)
+        while todo and (k == 1 or len(todo) == 1):
+            task = todo.pop(0)
             index = task.chunk.index
             result = run_chunk(task, upscaler, lambda n, i=index: on_frames(i, n))
-            on_done(replace(result, worker=f"{upscaler.device}#0"))
+            on_done(replace(result, worker=worker))
+            if self.encode_workers == 0:  # auto: decide from the first chunk
+                k = encode_workers_for(result, _cpu_count())
+                if k > 1:
+                    log.info("the encoder bounds this run: %d chunks at once from now", k)
+        if todo:
+            self._run_parallel(todo, upscaler, worker, k, on_frames, on_done)
+
+    def _run_parallel(
+        self,
+        tasks: list[ChunkTask],
+        upscaler: Any,
+        worker: str,
+        k: int,
+        on_frames: OnFrames,
+        on_done: OnDone,
+    ) -> None:
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+        lock = threading.Lock()  # the callbacks write the job state: one at a time
+        stop = threading.Event()
+
+        def one(task: ChunkTask) -> None:
+            index = task.chunk.index
+
+            def frames(n: int) -> None:
+                if stop.is_set():
+                    raise _Stopped
+                with lock:
+                    on_frames(index, n)
+
+            if stop.is_set():
+                return
+            result = run_chunk(task, upscaler, frames)
+            with lock:
+                on_done(replace(result, worker=worker, encode_workers=k))
+
+        pool = ThreadPoolExecutor(max_workers=k, thread_name_prefix="vidsr-chunk")
+        futures = [pool.submit(one, t) for t in tasks]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                stop.set()
+                wait(futures)
+                errors = [f.exception() for f in futures if f.exception() is not None]
+                first = next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
+                raise first  # type: ignore[misc]
+        except BaseException:
+            stop.set()  # Ctrl-C, SIGTERM, a failed chunk: the others stop at their next batch
+            for f in futures:
+                f.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _watch_parent(parent_pid: int) -> None:

@@ -37,6 +37,7 @@ class JobOptions:
     keep_work: bool = False
     devices: tuple[str, ...] = ()
     workers_per_device: int = 1
+    encode_workers: int = 0  # in-process runs: chunks encoded at once (0 = auto)
     backend: str = "local"
     ray_address: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -68,7 +69,9 @@ def make_executor(config: InferConfig, options: JobOptions, upscaler: Any = None
     if len(slots) == 1:
         from dataclasses import replace
 
-        return InProcessExecutor(replace(config, device=slots[0]), upscaler)
+        return InProcessExecutor(
+            replace(config, device=slots[0]), upscaler, encode_workers=options.encode_workers
+        )
     return ProcessPoolExecutor(config, slots)
 
 
@@ -112,6 +115,8 @@ def run_job(
         ignore_errors=ignore_errors,
         **{f"encode_{k}": val for k, val in plan.encode.encoder_kwargs().items()},
     )
+    if options.encode_workers < 0:
+        raise UsageError("--encode-workers must be 0 (auto) or positive")
     executor = make_executor(config, options, upscaler)  # refuse a missing backend first
     _remove_stale_temps(plan.output)
     state = JobState.open(
@@ -179,6 +184,7 @@ def run_job(
         used.setdefault("precision", res.precision)
         used.setdefault("batch_size", res.batch_size)
         used.setdefault("lanes", res.lanes)
+        used["encode_workers"] = max(used.get("encode_workers", 1), res.encode_workers)
         emit(
             {
                 "event": "chunk_done",
@@ -234,6 +240,7 @@ def run_job(
         used.get("batch_size", batch_size),
         damaged,
         lanes=used.get("lanes", 1),
+        encode_workers=used.get("encode_workers", 1),
     )
     emit({"event": "done", **result.as_dict(), "resumed_frames": resumed})
     return result

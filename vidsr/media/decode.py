@@ -97,8 +97,11 @@ class FrameDecoder(Iterator[DecodedFrame]):
         threads: bool = True,
         ignore_errors: bool = False,
         planes: bool = False,
+        hwaccel: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.hwaccel = hwaccel
+        self.hw_used = False  # whether NVDEC really decoded (hwaccel asked, and it opened)
         self.info = info if info is not None else probe(self.path)
         video = self.info.video
         count = video.frame_count
@@ -209,7 +212,7 @@ class FrameDecoder(Iterator[DecodedFrame]):
         video = self.info.video
         self._last_error = None
         errors_before = len(self.errors)
-        with open_input(self.path) as container:
+        with self._open() as container:
             stream = main_video_stream(container, self.path)
             stream.thread_type = "AUTO" if self.threads else "NONE"
             if seek_ts is not None:
@@ -273,6 +276,25 @@ class FrameDecoder(Iterator[DecodedFrame]):
                 log.warning("%s: decoder error (no frame lost): %s", self.path, message)
         return True
 
+    def _open(self) -> av.container.InputContainer:
+        """The input, decoded with NVDEC when ``hwaccel`` asked for it and it opens here (the
+        frames come back to system memory, e.g. as nv12, and are converted as any frame);
+        otherwise, or once it failed, in software."""
+        if self.hwaccel:
+            from av.codec.hwaccel import HWAccel
+
+            open_input(self.path).close()  # the same one-line errors for a bad input
+            try:
+                hw = HWAccel(device_type="cuda", allow_software_fallback=True)
+                container = av.open(str(self.path), "r", hwaccel=hw)
+            except Exception as exc:  # no NVIDIA device or driver: decode in software
+                log.info("%s: NVDEC not usable (%s); decoding in software", self.path, exc)
+                self.hwaccel = False
+            else:
+                self.hw_used = True
+                return container
+        return open_input(self.path)
+
     def _lost(self, a: int, b: int) -> None:
         """Frames ``[a, b)`` were never delivered."""
         reason = self._last_error[1] if self._last_error else "the decoder produced no picture"
@@ -299,6 +321,7 @@ def decode_frames(
     threads: bool = True,
     ignore_errors: bool = False,
     planes: bool = False,
+    hwaccel: bool = False,
 ) -> FrameDecoder:
     """Decode frames ``[start, end)`` (``end=None``: to the last frame) of ``path``'s main video.
 
@@ -308,7 +331,8 @@ def decode_frames(
     ``InputError`` naming it; with ``ignore_errors`` it is skipped and recorded in the returned
     iterator's ``errors`` list. A bad range raises ``UsageError``. ``planes`` yields the YUV
     planes unconverted (planar YUV sources only, see
-    :func:`~vidsr.media.colour.planar_layout`) instead of RGB.
+    :func:`~vidsr.media.colour.planar_layout`) instead of RGB. ``hwaccel`` decodes with NVDEC
+    where it opens (falling back to software where it does not: ``hw_used`` says which).
     """
     return FrameDecoder(
         path,
@@ -318,4 +342,5 @@ def decode_frames(
         threads=threads,
         ignore_errors=ignore_errors,
         planes=planes,
+        hwaccel=hwaccel,
     )

@@ -79,6 +79,22 @@ def encoder_available(codec: str) -> bool:
     return True
 
 
+#: What ``--codec auto`` picks on a CUDA device where NVENC opens, and everywhere else.
+AUTO_CODECS = ("h264_nvenc", "libx264")
+
+
+def resolve_codec(codec: str, device_type: str) -> str:
+    """``codec``, except ``auto``: NVENC H.264 when the model runs on CUDA and an NVIDIA
+    encoder opens here (:func:`encoder_available`), else libx264."""
+    if codec != "auto":
+        return codec
+    hw, soft = AUTO_CODECS
+    if device_type == "cuda" and encoder_available(hw):
+        return hw
+    log.info("--codec auto: %s", soft if device_type != "cuda" else f"{hw} unusable, {soft}")
+    return soft
+
+
 def choose_pix_fmt(codec: str, source_pix_fmt: str, source_bit_depth: int) -> str:
     """The output pixel format: the source's own if the encoder takes it (so 4:2:2/4:4:4 and
     bit depth survive; ``yuvj*`` maps to ``yuv*``), else 10-bit 4:2:0 for >8-bit sources where

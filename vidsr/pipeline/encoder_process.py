@@ -31,6 +31,7 @@ import contextlib
 import errno
 import glob
 import os
+import resource
 import secrets
 import signal
 import subprocess
@@ -56,8 +57,18 @@ _POLL = 0.5
 
 @dataclass(frozen=True)
 class EncodeStats:
+    """What the encoder process did for one segment: frames, seconds spent encoding (not
+    waiting), and the CPU-seconds its threads used meanwhile (``cpu_seconds / busy_seconds``
+    is how many cores one encoder keeps busy)."""
+
     frames: int
     busy_seconds: float
+    cpu_seconds: float = 0.0
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -296,7 +307,7 @@ def _encode_segment(conn: Any, spec: tuple[Any, ...], parent_pid: int, capture: 
         ring = np.ndarray((slots, *shape), dtype=np.dtype(dtype), buffer=shm.buf)
         from vidsr.media.encode import VideoEncoder
 
-        frames, busy = 0, 0.0
+        frames, busy, cpu0 = 0, 0.0, _cpu_seconds()
         kwargs = dict(encoder_kwargs)
         planar = bool(kwargs.pop("planar", False))
         info = kwargs.pop("info", None)
@@ -329,7 +340,7 @@ def _encode_segment(conn: Any, spec: tuple[Any, ...], parent_pid: int, capture: 
         encoder.close()
         busy += time.perf_counter() - t0
         del ring
-        conn.send(("ok", frames, busy))
+        conn.send(("ok", frames, busy, _cpu_seconds() - cpu0))
         return True
     except BaseException as exc:  # report anything, including a VidsrError, to the parent
         kind, msg_text = _describe_failure(exc, encoder_kwargs.get("path"))
@@ -543,7 +554,8 @@ class EncoderProcess:
         child, self._child = self._child, None
         _give_back(child)  # reused inside encoder_pool(), else stopped
         self.close()
-        return EncodeStats(frames=rest[0], busy_seconds=rest[1])
+        cpu = rest[2] if len(rest) > 2 else 0.0
+        return EncodeStats(frames=rest[0], busy_seconds=rest[1], cpu_seconds=cpu)
 
     def close(self) -> None:
         """Stop the child (if still running) and free the shared memory. Idempotent."""

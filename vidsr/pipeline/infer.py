@@ -88,8 +88,10 @@ class Upscaler:
         even: bool = False,
         lanes: int = 0,
         device_colour: str = "auto",
+        hw_decode: str = "auto",
     ) -> None:
         self.net = net
+        self.hw_decode = hw_decode  # NVDEC for video: auto (with CUDA) | on | off
         self.lanes = lanes  # CPU lanes for video (0 = auto); see vidsr.pipeline.lanes
         self.device_colour = device_colour  # video YUV<->RGB placement: auto | on | off
         self.even = even
@@ -187,6 +189,7 @@ def build_upscaler(
         scale=config.scale,
         lanes=config.lanes,
         device_colour=config.device_colour,
+        hw_decode=config.hw_decode,
     )
     if config.compile:
         upscaler.module = compiled(upscaler.module)

@@ -38,6 +38,7 @@ class SegmentResult:
     frames: int
     stages: dict[str, StageStats]
     damaged: list[str] = field(default_factory=list)
+    encoder_cpu_seconds: float = 0.0
 
 
 def auto_batch_size(upscaler: Upscaler, height: int, width: int) -> int:
@@ -175,6 +176,12 @@ def plan_device_colour(
     return DeviceColour(source, v.matrix, v.range, output, tags.matrix, tags.range)
 
 
+def use_hw_decode(mode: str, device: torch.device) -> bool:
+    """Whether to ask for NVDEC: ``on``, or ``auto`` with the model on CUDA (it falls back to
+    software where NVDEC does not open)."""
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
 def _planes_tensor(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """Stacked uint8 / uint16 planes as a tensor on ``device`` (uint16 travels as int16)."""
     host = np.stack(arrays)
@@ -231,6 +238,7 @@ def upscale_segment(
     )
     staging: torch.Tensor | None = None
     written = 0
+    encoder_cpu = 0.0
     lane_seconds: list[float] = []  # appended from the lanes (list.append is atomic)
 
     def model_input(batch: list[Any]) -> torch.Tensor:
@@ -288,6 +296,7 @@ def upscale_segment(
                 on_frames(len(batch))
         stats = encoder.finish()
         encode.frames, encode.busy_seconds = stats.frames, stats.busy_seconds
+        encoder_cpu = stats.cpu_seconds
         if stats.frames != written:
             raise PipelineError(f"encoder wrote {stats.frames} frames, expected {written}")
     finally:
@@ -299,7 +308,7 @@ def upscale_segment(
     infer_stats.busy_seconds = sum(lane_seconds) / lanes
     damaged = list(getattr(frames, "errors", []) or [])
     return SegmentResult(
-        written, {"decode": decode, "infer": infer_stats, "encode": encode}, damaged
+        written, {"decode": decode, "infer": infer_stats, "encode": encode}, damaged, encoder_cpu
     )
 
 
@@ -361,6 +370,7 @@ class UpscaleResult:
     batch_size: int
     damaged: list[str] = field(default_factory=list)
     lanes: int = 1
+    encode_workers: int = 1
 
     @property
     def fps(self) -> float:
@@ -383,6 +393,7 @@ class UpscaleResult:
             "precision": self.precision,
             "batch_size": self.batch_size,
             "lanes": self.lanes,
+            "encode_workers": self.encode_workers,
             "bound": self.bound,
             "stages": {k: v.as_dict() for k, v in self.stages.items()},
             "damaged": self.damaged,
