@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from vidsr.batch import DEFAULT_NAME, ORDERS
+from vidsr.config import SWITCH
 from vidsr.errors import InputError, Interrupted, UsageError, VidsrError
 from vidsr.presets import apply_preset, preset_option
 
@@ -145,6 +146,13 @@ def cli() -> None:
     """vidsr: video and image super-resolution with the Real-ESRGAN generators."""
 
 
+def _switch(flag: str, help: str) -> Callable[..., Any]:
+    """An auto/on/off option (:data:`vidsr.config.SWITCH`), auto by default."""
+    return click.option(
+        flag, type=click.Choice(list(SWITCH)), default="auto", show_default=True, help=help
+    )
+
+
 def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Encoding and pipeline options for video inputs."""
     options = [
@@ -184,19 +192,13 @@ def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="CPU only: batches run at once, each on a share of the threads (0 = auto).",
         ),
-        click.option(
+        _switch(
             "--device-colour",
-            type=click.Choice(["auto", "on", "off"]),
-            default="auto",
-            show_default=True,
-            help="Where YUV<->RGB runs: auto = on the GPU with CUDA, numpy on the CPU otherwise.",
+            "Where YUV<->RGB runs: auto = on the GPU with CUDA, numpy on the CPU otherwise.",
         ),
-        click.option(
+        _switch(
             "--hw-decode",
-            type=click.Choice(["auto", "on", "off"]),
-            default="auto",
-            show_default=True,
-            help="NVDEC decoding (auto = with CUDA); falls back to software where unusable.",
+            "NVDEC decoding (auto = with CUDA); falls back to software where unusable.",
         ),
         click.option(
             "--ignore-errors",
@@ -853,13 +855,7 @@ def doctor(as_json: bool) -> None:
     "--lanes", type=int, default=0, show_default=True, help="CPU lanes for the pipeline (0 = auto)."
 )
 @click.option("--codec", default="libx264", show_default=True, help="Video encoder.")
-@click.option(
-    "--device-colour",
-    type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    show_default=True,
-    help="Where YUV<->RGB runs in the pipeline stages.",
-)
+@_switch("--device-colour", "Where YUV<->RGB runs in the pipeline stages.")
 @click.option(
     "--precision",
     type=click.Choice(["auto", "fp32", "fp16", "bf16"]),

@@ -14,6 +14,8 @@ from vidsr.errors import UsageError
 
 DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+#: The values of the auto/on/off switches (``--device-colour``, ``--hw-decode``).
+SWITCH = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,12 @@ class InferConfig:
             raise UsageError("--tile-pad must be >= 0")
         if self.scale is not None and not (0 < self.scale <= 16):
             raise UsageError("--scale must be in (0, 16]")
-        if self.hw_decode not in ("auto", "on", "off"):
-            raise UsageError("--hw-decode must be auto, on or off")
-        if self.device_colour not in ("auto", "on", "off"):
-            raise UsageError("--device-colour must be auto, on or off")
+        for flag, value in (
+            ("--hw-decode", self.hw_decode),
+            ("--device-colour", self.device_colour),
+        ):
+            if value not in SWITCH:
+                raise UsageError(f"{flag} must be one of {', '.join(SWITCH)}, not {value!r}")
         if self.lanes < 0:
             raise UsageError("--lanes must be 0 (auto) or positive")
         if self.denoise_strength is not None and not (0.0 <= self.denoise_strength <= 1.0):

@@ -131,9 +131,6 @@ def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-DEVICE_COLOUR_MODES = ("auto", "on", "off")
-
-
 @dataclass(frozen=True)
 class DeviceColour:
     """YUV<->RGB on the model's device: ``source`` is the decoded planes' layout (None: frames
@@ -154,11 +151,12 @@ def plan_device_colour(
     """Whether (and how) colour conversion runs on the device: ``auto`` on CUDA only (on the
     CPU the numpy path costs the same and is the reference), ``on`` wherever the formats are
     planar YUV, ``off`` never. None when neither side can."""
+    from vidsr.config import SWITCH
     from vidsr.media.colour import planar_layout
     from vidsr.media.encode import source_encoder_colour
 
-    if mode not in DEVICE_COLOUR_MODES:
-        raise UsageError(f"--device-colour must be one of {', '.join(DEVICE_COLOUR_MODES)}")
+    if mode not in SWITCH:
+        raise UsageError(f"--device-colour must be one of {', '.join(SWITCH)}, not {mode!r}")
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
     v = info.video
