@@ -821,7 +821,13 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"vidsr bench: {s['model']} {s['size']} -> {s['output_size']}, {s['frames']} frames, "
         f"{s['device']} {s['precision']}, batch {s['batch_size']}, lanes {s.get('lanes', 1)}, "
-        f"{s['codec']}" + (", torch.compile" if s.get("compile") else ""),
+        f"{s['codec']}"
+        + (", torch.compile" if s.get("compile") else "")
+        + (
+            f", device colour {s['device_colour']}"
+            if s.get("device_colour", "auto") != "auto"
+            else ""
+        ),
         f"machine: {m['device_name']}; {m['cpu_usable']} CPUs; torch {m['torch_version']} "
         f"({m['torch_threads']} threads)",
         "",
