@@ -80,7 +80,16 @@ def _ffmpeg_message(exc: BaseException) -> str:
 
 
 class FrameDecoder(Iterator[DecodedFrame]):
-    """Iterator over frames ``[start, end)``; see :func:`decode_frames`.
+    """Decode frames ``[start, end)`` (``end=None``: to the last frame) of ``path``'s main video.
+
+    Yields :class:`DecodedFrame` in index order, each exactly once. ``info`` (from
+    :func:`~vidsr.media.probe.probe`) saves probing again. ``threads`` enables FFmpeg's frame and
+    slice threading (``thread_type="AUTO"``). A frame that cannot be decoded raises
+    ``InputError`` naming it; with ``ignore_errors`` it is skipped and recorded in the returned
+    iterator's ``errors`` list. A bad range raises ``UsageError``. ``planes`` yields the YUV
+    planes unconverted (planar YUV sources only, see
+    :func:`~vidsr.media.colour.planar_layout`) instead of RGB. ``hwaccel`` decodes with NVDEC
+    where it opens (falling back to software where it does not: ``hw_used`` says which).
 
     ``errors`` lists the damage met so far (only non-empty with ``ignore_errors=True``, or for
     decoder errors that lost no frame). Use as a context manager, or call ``close()``, to free the
@@ -312,35 +321,6 @@ class FrameDecoder(Iterator[DecodedFrame]):
         )
 
 
-def decode_frames(
-    path: str | os.PathLike[str],
-    start: int = 0,
-    end: int | None = None,
-    *,
-    info: MediaInfo | None = None,
-    threads: bool = True,
-    ignore_errors: bool = False,
-    planes: bool = False,
-    hwaccel: bool = False,
-) -> FrameDecoder:
-    """Decode frames ``[start, end)`` (``end=None``: to the last frame) of ``path``'s main video.
-
-    Yields :class:`DecodedFrame` in index order, each exactly once. ``info`` (from
-    :func:`~vidsr.media.probe.probe`) saves probing again. ``threads`` enables FFmpeg's frame and
-    slice threading (``thread_type="AUTO"``). A frame that cannot be decoded raises
-    ``InputError`` naming it; with ``ignore_errors`` it is skipped and recorded in the returned
-    iterator's ``errors`` list. A bad range raises ``UsageError``. ``planes`` yields the YUV
-    planes unconverted (planar YUV sources only, see
-    :func:`~vidsr.media.colour.planar_layout`) instead of RGB. ``hwaccel`` decodes with NVDEC
-    where it opens (falling back to software where it does not: ``hw_used`` says which).
-    """
-    return FrameDecoder(
-        path,
-        start,
-        end,
-        info=info,
-        threads=threads,
-        ignore_errors=ignore_errors,
-        planes=planes,
-        hwaccel=hwaccel,
-    )
+#: ``decode_frames(path, start=0, end=None, *, info, threads, ignore_errors, planes, hwaccel)``:
+#: the :class:`FrameDecoder` over frames ``[start, end)``; see its docstring.
+decode_frames = FrameDecoder
