@@ -180,15 +180,26 @@ def use_hw_decode(mode: str, device: torch.device) -> bool:
     return mode == "on" or (mode == "auto" and device.type == "cuda")
 
 
-def _planes_tensor(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Stacked uint8 / uint16 planes as a tensor on ``device`` (uint16 travels as int16)."""
-    host = np.stack(arrays)
-    if host.dtype != np.uint8:
-        host = host.view(np.int16)
-    t = torch.from_numpy(host)
-    if device.type == "cuda":
-        t = t.pin_memory()
-    return t.to(device, non_blocking=True)
+class _Uploader:
+    """Host arrays to ``device``; on CUDA through pinned staging buffers kept per name and
+    reused while the shape holds (the copy of one batch is done before the next is staged:
+    each batch ends with a device-to-host copy, which waits for the stream)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._staging: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str, host: np.ndarray) -> torch.Tensor:
+        if host.dtype == np.uint16:  # torch has no uint16 arithmetic: the bits travel as int16
+            host = host.view(np.int16)
+        src = torch.from_numpy(host)
+        if self.device.type == "cuda":
+            buf = self._staging.get(name)
+            if buf is None or buf.shape != src.shape or buf.dtype != src.dtype:
+                buf = self._staging[name] = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
+            buf.copy_(src)
+            src = buf
+        return src.to(self.device, non_blocking=True)
 
 
 def upscale_segment(
@@ -234,15 +245,14 @@ def upscale_segment(
     encoder = EncoderProcess(
         encoder_kwargs, shape=slot_shape, dtype=slot_dtype, slots=max(4, 2 * batch_size)
     )
-    staging: torch.Tensor | None = None
+    upload = _Uploader(device)
     written = 0
     encoder_cpu = 0.0
     lane_seconds: list[float] = []  # appended from the lanes (list.append is atomic)
 
     def model_input(batch: list[Any]) -> torch.Tensor:
-        nonlocal staging
         if dc is not None and dc.source is not None:
-            y, u, v = (_planes_tensor([getattr(f.planes, k) for f in batch], device) for k in "yuv")
+            y, u, v = (upload(k, np.stack([getattr(f.planes, k) for f in batch])) for k in "yuv")
             return planes_to_rgb(
                 y,
                 u,
@@ -253,13 +263,9 @@ def upscale_segment(
                 cosited=batch[0].planes.cosited,
             )
         host = np.stack([f.rgb for f in batch])  # (N, H, W, 3)
-        src = torch.from_numpy(host)
-        if device.type == "cuda":
-            if staging is None or staging.shape != src.shape:
-                staging = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
-            staging.copy_(src)
-            src = staging
-        x = src.to(device, non_blocking=True).permute(0, 3, 1, 2)
+        x = upload("rgb", host).permute(0, 3, 1, 2)
+        if host.dtype == np.uint16:
+            x = x.to(torch.int32) & 0xFFFF
         return x.to(torch.float32).div_(float(np.iinfo(host.dtype).max))
 
     def run_batch(batch: list[Any]) -> np.ndarray:
