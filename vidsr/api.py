@@ -32,7 +32,7 @@ def upscale(
     lanes: int = 0,
     device_colour: str = "auto",
     compile: bool = False,
-    hw_decode: str = "auto",
+    hw_decode: str = "off",
     ignore_errors: bool = False,
     overwrite: bool = False,
     on_event: Callable[[dict[str, Any]], None] | None = None,

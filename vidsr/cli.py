@@ -127,7 +127,7 @@ def _infer_config(opts: dict[str, Any]):  # -> InferConfig (lazy import)
         lanes=opts.get("lanes", 0),
         device_colour=opts.get("device_colour", "auto"),
         compile=opts.get("use_compile", False),
-        hw_decode=opts.get("hw_decode", "auto"),
+        hw_decode=opts.get("hw_decode", "off"),
     )
 
 
@@ -146,10 +146,10 @@ def cli() -> None:
     """vidsr: video and image super-resolution with the Real-ESRGAN generators."""
 
 
-def _switch(flag: str, help: str) -> Callable[..., Any]:
-    """An auto/on/off option (:data:`vidsr.config.SWITCH`), auto by default."""
+def _switch(flag: str, help: str, default: str = "auto") -> Callable[..., Any]:
+    """An auto/on/off option (:data:`vidsr.config.SWITCH`)."""
     return click.option(
-        flag, type=click.Choice(list(SWITCH)), default="auto", show_default=True, help=help
+        flag, type=click.Choice(list(SWITCH)), default=default, show_default=True, help=help
     )
 
 
@@ -198,7 +198,9 @@ def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         _switch(
             "--hw-decode",
-            "NVDEC decoding (auto = with CUDA); falls back to software where unusable.",
+            "NVDEC decoding (auto = with CUDA); falls back to software where unusable. Off by "
+            "default until a GPU benchmark shows it helps.",
+            default="off",
         ),
         click.option(
             "--ignore-errors",

@@ -34,7 +34,8 @@ class InferConfig:
     (on the device, the CPU included), ``off`` (numpy on the CPU).
     compile: run the network through ``torch.compile`` (compiled on the first frames).
     hw_decode: NVDEC decoding: ``auto`` (when the model runs on CUDA), ``on`` (always try),
-    ``off``; it falls back to software decoding where NVDEC does not open.
+    ``off`` (the default: no GPU benchmark has shown it helps yet); it falls back to software
+    decoding where NVDEC does not open.
     """
 
     model: str = "realesr-animevideov3"
@@ -47,7 +48,7 @@ class InferConfig:
     lanes: int = 0
     device_colour: str = "auto"
     compile: bool = False
-    hw_decode: str = "auto"
+    hw_decode: str = "off"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -80,7 +80,7 @@ def run_chunk(
         info=task.info,
         ignore_errors=task.ignore_errors,
         planes=colour is not None and colour.source is not None,
-        hwaccel=use_hw_decode(getattr(upscaler, "hw_decode", "auto"), upscaler.device),
+        hwaccel=use_hw_decode(getattr(upscaler, "hw_decode", "off"), upscaler.device),
     )
     bs = task.batch_size or auto_batch_size(upscaler, v.height, v.width)
     lanes = getattr(upscaler, "lanes", 0) or auto_lanes(

@@ -88,10 +88,10 @@ class Upscaler:
         even: bool = False,
         lanes: int = 0,
         device_colour: str = "auto",
-        hw_decode: str = "auto",
+        hw_decode: str = "off",
     ) -> None:
         self.net = net
-        self.hw_decode = hw_decode  # NVDEC for video: auto (with CUDA) | on | off
+        self.hw_decode = hw_decode  # NVDEC for video: off (default) | auto (with CUDA) | on
         self.lanes = lanes  # CPU lanes for video (0 = auto); see vidsr.pipeline.lanes
         self.device_colour = device_colour  # video YUV<->RGB placement: auto | on | off
         self.even = even
