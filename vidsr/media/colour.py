@@ -648,8 +648,9 @@ def _downsample(c: torch.Tensor, sy: int, sx: int) -> torch.Tensor:
     return c
 
 
-def _to_int(t: torch.Tensor, bits: int) -> torch.Tensor:
-    """uint8 / uint16-as-int16 samples -> int32 codes (bit patterns kept)."""
+def samples_to_int(t: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 samples, or uint16 ones carried in an int16 tensor (torch has no uint16
+    arithmetic), -> int32 codes with the bit patterns kept; ``bits`` > 8 for the latter."""
     import torch
 
     t = t.to(torch.int32)
@@ -675,9 +676,9 @@ def planes_to_rgb(
     black, yspan, cspan = _levels(layout.bits, colour_range)
     mid = float(1 << (layout.bits - 1))
     kr, kb, kg = _matrix_terms(matrix)
-    yf = (_to_int(y, layout.bits).to(torch.float32) - black) * (1.0 / yspan)
-    uf = (_to_int(u, layout.bits).to(torch.float32) - mid) * (1.0 / cspan)
-    vf = (_to_int(v, layout.bits).to(torch.float32) - mid) * (1.0 / cspan)
+    yf = (samples_to_int(y, layout.bits).to(torch.float32) - black) * (1.0 / yspan)
+    uf = (samples_to_int(u, layout.bits).to(torch.float32) - mid) * (1.0 / cspan)
+    vf = (samples_to_int(v, layout.bits).to(torch.float32) - mid) * (1.0 / cspan)
     uf = _upsample(uf, height, width, layout.sy, layout.sx, cosited)
     vf = _upsample(vf, height, width, layout.sy, layout.sx, cosited)
     r = yf + 2 * (1 - kr) * vf

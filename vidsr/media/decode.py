@@ -289,20 +289,21 @@ class FrameDecoder(Iterator[DecodedFrame]):
         """The input, decoded with NVDEC when ``hwaccel`` asked for it and it opens here (the
         frames come back to system memory, e.g. as nv12, and are converted as any frame);
         otherwise, or once it failed, in software."""
-        if self.hwaccel:
-            from av.codec.hwaccel import HWAccel
+        container = open_input(self.path)  # the same one-line errors for a bad input
+        if not self.hwaccel:
+            return container
+        from av.codec.hwaccel import HWAccel
 
-            open_input(self.path).close()  # the same one-line errors for a bad input
-            try:
-                hw = HWAccel(device_type="cuda", allow_software_fallback=True)
-                container = av.open(str(self.path), "r", hwaccel=hw)
-            except Exception as exc:  # no NVIDIA device or driver: decode in software
-                log.info("%s: NVDEC not usable (%s); decoding in software", self.path, exc)
-                self.hwaccel = False
-            else:
-                self.hw_used = True
-                return container
-        return open_input(self.path)
+        try:
+            hw = HWAccel(device_type="cuda", allow_software_fallback=True)
+            accelerated = av.open(str(self.path), "r", hwaccel=hw)
+        except Exception as exc:  # no NVIDIA device or driver: decode in software
+            log.info("%s: NVDEC not usable (%s); decoding in software", self.path, exc)
+            self.hwaccel = False
+            return container
+        container.close()
+        self.hw_used = True
+        return accelerated
 
     def _lost(self, a: int, b: int) -> None:
         """Frames ``[a, b)`` were never delivered."""

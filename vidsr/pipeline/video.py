@@ -223,7 +223,7 @@ def upscale_segment(
     (when its ``source`` is set) and/or the encoder receives YUV planes (when its ``output``
     is). ``on_frames(n)`` is called after each batch is handed to the encoder.
     """
-    from vidsr.media.colour import planes_to_rgb, rgb_to_planes
+    from vidsr.media.colour import planes_to_rgb, rgb_to_planes, samples_to_int
 
     dc = device_colour
     decode = StageStats("decode")
@@ -263,10 +263,8 @@ def upscale_segment(
                 cosited=batch[0].planes.cosited,
             )
         host = np.stack([f.rgb for f in batch])  # (N, H, W, 3)
-        x = upload("rgb", host).permute(0, 3, 1, 2)
-        if host.dtype == np.uint16:
-            x = x.to(torch.int32) & 0xFFFF
-        return x.to(torch.float32).div_(float(np.iinfo(host.dtype).max))
+        x = samples_to_int(upload("rgb", host), 16 if host.dtype == np.uint16 else 8)
+        return x.permute(0, 3, 1, 2).to(torch.float32).div_(float(np.iinfo(host.dtype).max))
 
     def run_batch(batch: list[Any]) -> np.ndarray:
         t0 = time.perf_counter()
