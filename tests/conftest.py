@@ -1,10 +1,39 @@
-"""Shared fixtures. Media: tiny generated clips (tests/media_factory.py), built once per session."""
+"""Shared fixtures: the vidsr home folder and tiny generated clips (tests/media_factory.py).
+
+Every test runs with ``VIDSR_HOME`` set to one model cache for the whole session (the bundled
+ncnn weights are converted into it once) and the weights' download address pointing at a
+closed loopback port, so no test ever reaches the network. A test of the cache itself asks
+for ``private_home``: a fresh, empty home of its own.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+UNREACHABLE = "http://127.0.0.1:9/unreachable/"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's ``VIDSR_HOME`` (set for every test, subprocesses included)."""
+    home = tmp_path_factory.getbasetemp() / "vidsr-home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VIDSR_HOME", str(home))
+        mp.setenv("VIDSR_MODEL_BASE_URL", UNREACHABLE)
+        for name in ("VIDSR_TEST_PAUSE", "VIDSR_TEST_PAUSE_MARK", "VIDSR_DEBUG"):
+            mp.delenv(name, raising=False)
+        yield home
+
+
+@pytest.fixture
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty ``VIDSR_HOME`` for this test (not created until something writes)."""
+    home = tmp_path / "vidsr-home"
+    monkeypatch.setenv("VIDSR_HOME", str(home))
+    return home
 
 
 @pytest.fixture(scope="session")

@@ -34,15 +34,65 @@ def test_image(h: int = 40, w: int = 56, seed: int = 0) -> torch.Tensor:
 test_image.__test__ = False  # not a pytest test
 
 
-def run_cli(capture: Any, *args: str) -> tuple[int, str, str]:
-    """Run ``vidsr ARGS`` in-process: (exit code, stdout, stderr) read from ``capture``
-    (pytest's capsys or capfd)."""
+def run_main(*args: str | Path) -> int:
+    """Run ``vidsr ARGS`` in-process and return its exit code (output left where it goes)."""
     from vidsr.cli import main
 
     try:
-        main(list(args))
-        code = 0
+        main([str(a) for a in args])
     except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capture.readouterr()
-    return code, out, err
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def run_cli(capture: Any, *args: str | Path) -> tuple[int, str, str]:
+    """Run ``vidsr ARGS`` in-process: (exit code, stdout, stderr), read from ``capture``
+    (pytest's capsys or capfd), or caught here when ``capture`` is None (module fixtures)."""
+    import contextlib
+    import io
+
+    if capture is not None:
+        code = run_main(*args)
+        return code, *capture.readouterr()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run_main(*args)
+    return code, out.getvalue(), err.getvalue()
+
+
+def json_events(stdout: str) -> list[dict[str, Any]]:
+    """The ``--json`` lines of a run's stdout."""
+    import json
+
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def upscale_settings(**options: Any) -> Any:
+    """``vidsr upscale``'s settings from Python values (CPU unless told otherwise)."""
+    from vidsr.settings import make_settings
+
+    return make_settings("upscale", {"device": "cpu", **options})
+
+
+def video_plan(source: Path, output: Path, executor: Any = None, **options: Any) -> tuple[Any, Any]:
+    """(plan, executor) of an in-process run of ``source`` into ``output``: the settings
+    resolved and the run planned as ``vidsr upscale`` does it."""
+    from vidsr.jobs.local import InProcessExecutor
+    from vidsr.run.job import prepare
+
+    settings = upscale_settings(output=output, **options)
+    executor = executor or InProcessExecutor(settings.device)
+    return prepare(settings, source, executor), executor
+
+
+def run_video(
+    source: Path, output: Path, *, upscaler: Any = None, on_event: Any = None, **options: Any
+) -> Any:
+    """``vidsr upscale SOURCE -o OUTPUT`` in this process (on the CPU, with ``upscaler`` if
+    given), returning its ``UpscaleResult``."""
+    from vidsr.jobs.local import InProcessExecutor
+    from vidsr.run.job import run_job
+
+    executor = InProcessExecutor("cpu", upscaler)
+    plan, executor = video_plan(source, output, executor, **options)
+    return run_job(plan, executor, on_event=on_event)

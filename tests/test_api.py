@@ -9,15 +9,11 @@ import pytest
 import vidsr
 from vidsr.errors import InputError, OutputError
 from vidsr.media.probe import probe
-
-
-@pytest.fixture(autouse=True)
-def _home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VIDSR_HOME", str(tmp_path_factory.getbasetemp() / "vidsr-home"))
+from vidsr.run.events import JobDone
 
 
 def test_upscale_video_returns_result(media_clips: dict[str, Path], tmp_path: Path) -> None:
-    events: list[dict] = []
+    events: list = []
     out = tmp_path / "out.mkv"
     result = vidsr.upscale(
         media_clips["cfr"], out, device="cpu", codec="ffv1", on_event=events.append
@@ -28,10 +24,10 @@ def test_upscale_video_returns_result(media_clips: dict[str, Path], tmp_path: Pa
     assert set(result.stages) == {"decode", "infer", "encode"}
     assert all(s.frames == result.frames for s in result.stages.values())
     assert result.bound in result.stages and result.fps > 0
-    kinds = [e["event"] for e in events]
+    kinds = [e.as_dict()["event"] for e in events]  # typed events; as_dict is the JSON line
     assert kinds[0] == "start" and kinds[-1] == "done" and "progress" in kinds
-    assert events[-1]["frames"] == src.frame_count
-    with pytest.raises(OutputError, match="--overwrite"):
+    assert isinstance(events[-1], JobDone) and events[-1].result.frames == src.frame_count
+    with pytest.raises(OutputError, match=r"overwrite=True"):  # spelled for Python
         vidsr.upscale(media_clips["cfr"], out, device="cpu")
 
 

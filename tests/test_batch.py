@@ -24,14 +24,6 @@ from vidsr.media.probe import probe
 MODEL = ["--model", "realesr-animevideov3", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The session's model cache (one ncnn conversion for every CLI test module).
-    monkeypatch.setenv("VIDSR_HOME", str(tmp_path_factory.getbasetemp() / "vidsr-home"))
-    monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
-    monkeypatch.delenv("VIDSR_TEST_PAUSE", raising=False)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     # 64x36 frames: one torch thread is faster than two fighting over a busy machine.
@@ -186,7 +178,7 @@ def test_output_names(shows: Path) -> None:
         output_name("{title}.mkv", item, **kw)
     with pytest.raises(UsageError, match="must end in one of"):
         output_name("{stem}.avi", item, **kw)
-    with pytest.raises(UsageError, match="inside OUTDIR"):
+    with pytest.raises(UsageError, match="inside the output folder"):
         output_name("../{stem}.mkv", item, **kw)
 
 
@@ -221,7 +213,7 @@ def test_dry_run_missing_inputs_and_clashing_names(shows: Path, tmp_path: Path, 
     assert "matches no video file" in r["*.mkv"]["error"]
 
     code, _, err = run(capsys, "batch", str(shows), *MODEL)
-    assert code == 2 and "-o OUTDIR" in err
+    assert code == 2 and "-o OUTDIR" in err and "--output" in err
     code, _, err = run(capsys, "batch", str(shows), "-o", str(out), "--name", "{x}.mkv")
     assert code == 2 and "unknown field {x}" in err
     (tmp_path / "empty-dir").mkdir()
@@ -302,17 +294,10 @@ def test_free_disk_check(shows: Path, tmp_path: Path, capsys, monkeypatch) -> No
 
 
 def test_estimates_grow_with_quality(media_clips: dict[str, Path], tmp_path: Path) -> None:
-    from vidsr.pipeline.video import EncodeConfig, plan_video
+    from helpers import video_plan
 
     def estimate(**enc) -> int:
-        plan = plan_video(
-            media_clips["cfr"],
-            tmp_path / "o.mkv",
-            model="realesr-animevideov3",
-            scale=None,
-            encode=EncodeConfig(**enc),
-            overwrite=True,
-        )
+        plan, _ = video_plan(media_clips["cfr"], tmp_path / "o.mkv", overwrite=True, **enc)
         return batch.estimate_video_bytes(plan)
 
     x264, x264_hq, ffv1 = estimate(), estimate(crf=12), estimate(codec="ffv1")
@@ -323,12 +308,12 @@ def test_estimates_grow_with_quality(media_clips: dict[str, Path], tmp_path: Pat
 def test_interrupt_writes_the_report_and_exits_130(
     shows: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    import vidsr.jobs.runner
+    import vidsr.run.job
 
     def interrupted(*args, **kwargs):
         raise Interrupted("interrupted (Ctrl-C)")
 
-    monkeypatch.setattr(vidsr.jobs.runner, "run_job", interrupted)
+    monkeypatch.setattr(vidsr.run.job, "run_job", interrupted)
     out, report = tmp_path / "out", tmp_path / "r.json"
     code, _stdout, err = run(
         capsys, "batch", str(shows), "-o", str(out), *MODEL, "--report", str(report)

@@ -17,13 +17,6 @@ from vidsr.errors import UsageError
 FPS_FIELDS = [f"{name}_fps" for name in STAGES]
 
 
-@pytest.fixture(autouse=True)
-def _vidsr_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path_factory.getbasetemp() / "vidsr-home"
-    monkeypatch.setenv("VIDSR_HOME", str(home))
-    monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
-
-
 def test_bench_json_and_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

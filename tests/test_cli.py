@@ -15,14 +15,6 @@ from helpers import run_cli as run
 from PIL import Image
 
 
-@pytest.fixture(autouse=True)
-def _vidsr_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # One cache for the whole module run: the ncnn conversion happens once.
-    home = tmp_path_factory.getbasetemp() / "vidsr-home"
-    monkeypatch.setenv("VIDSR_HOME", str(home))
-    monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
-
-
 def drawing(path: Path, size: tuple[int, int] = (40, 28), mode: str = "RGB") -> Path:
     rng = np.random.default_rng(1)
     w, h = size

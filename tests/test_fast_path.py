@@ -21,25 +21,18 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from helpers import run_video, upscale_settings
 
-from vidsr.config import InferConfig
 from vidsr.errors import UsageError
-from vidsr.jobs.runner import JobOptions, run_job
 from vidsr.media import colour as C
 from vidsr.models.loader import load_network
 from vidsr.pipeline import encoder_process
 from vidsr.pipeline.encoder_process import EncoderProcess, encoder_pool
 from vidsr.pipeline.infer import Upscaler
 from vidsr.pipeline.lanes import Lanes, auto_lanes
-from vidsr.pipeline.video import EncodeConfig, plan_video
+from vidsr.run.events import Progress
 
 MODEL = "realesr-animevideov3"
-
-
-@pytest.fixture(autouse=True)
-def _env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VIDSR_HOME", str(tmp_path_factory.getbasetemp() / "vidsr-home"))
-    monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
 
 
 def encoder_children() -> list[psutil.Process]:
@@ -111,17 +104,12 @@ def test_auto_lanes(monkeypatch: pytest.MonkeyPatch) -> None:
     one_lane = 1080 * 1920 * (lanes_mod._BYTES_PER_PIXEL_PER_LANE + 48 * 4)
     monkeypatch.setattr(lanes_mod, "_available_memory", lambda: int(one_lane * 2.5))
     assert auto_lanes(torch.device("cpu"), 1080, 1920) == 1
-    with pytest.raises(UsageError, match="--lanes"):
-        InferConfig(lanes=-1)
+    with pytest.raises(UsageError, match="lanes="):
+        upscale_settings(lanes=-1)
 
 
-def _upscale(src: Path, out: Path, lanes: int, **job: Any) -> Any:
-    plan = plan_video(
-        src, out, model=MODEL, scale=None, encode=EncodeConfig(codec="ffv1", pix_fmt="bgr0"),
-        overwrite=False,
-    )  # fmt: skip
-    config = InferConfig(model=MODEL, device="cpu", lanes=lanes)
-    return run_job(plan, config, JobOptions(**job))
+def _upscale(src: Path, out: Path, lanes: int, **options: Any) -> Any:
+    return run_video(src, out, model=MODEL, codec="ffv1", pix_fmt="bgr0", lanes=lanes, **options)
 
 
 def test_lanes_give_the_same_frames(media_clips: dict[str, Path], tmp_path: Path) -> None:
@@ -360,7 +348,7 @@ def test_decode_planes_and_the_choice_of_path(media_clips: dict[str, Path]) -> N
     assert (dc.matrix, dc.out_matrix) == (C.MATRIX_BT2020_NCL, C.MATRIX_BT2020_NCL)
     rgb_out = plan_device_colour(info, {**kwargs, "codec": "ffv1", "pix_fmt": "bgr0"}, cpu, "on")
     assert rgb_out is not None and rgb_out.output is None and rgb_out.source is not None
-    with pytest.raises(UsageError, match="device-colour"):
+    with pytest.raises(UsageError, match="device_colour="):
         plan_device_colour(info, kwargs, cpu, "sometimes")
 
 
@@ -376,12 +364,8 @@ def test_device_colour_run_keeps_frames_and_pixels(
     src = media_clips[clip]
     runs = {}
     for mode in ("off", "on"):
-        plan = plan_video(
-            src, tmp_path / f"{mode}.mkv", model=MODEL, scale=None,
-            encode=EncodeConfig(codec="ffv1"), overwrite=False,
-        )  # fmt: skip
-        config = InferConfig(model=MODEL, device="cpu", device_colour=mode)
-        runs[mode] = run_job(plan, config, JobOptions())
+        out = tmp_path / f"{mode}.mkv"
+        runs[mode] = run_video(src, out, model=MODEL, codec="ffv1", device_colour=mode)
     a, b = (probe(r.output).video for r in runs.values())
     assert a.frame_pts == b.frame_pts and a.frame_count == runs["on"].frames
     assert (a.pix_fmt, a.colour) == (b.pix_fmt, b.colour)
@@ -527,17 +511,14 @@ def test_hw_decode_option_runs_and_refuses_nonsense(
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert (use_hw_decode("auto", cpu), use_hw_decode("auto", cuda)) == (False, True)
     assert (use_hw_decode("on", cpu), use_hw_decode("off", cuda)) == (True, False)
-    with pytest.raises(UsageError, match="--hw-decode"):
-        InferConfig(hw_decode="maybe")
+    with pytest.raises(UsageError, match="hw_decode="):
+        upscale_settings(hw_decode="maybe")
     src = media_clips["vfr"]
     outs = []
     for mode in ("off", "on"):
-        plan = plan_video(
-            src, tmp_path / f"{mode}.mkv", model=MODEL, scale=None,
-            encode=EncodeConfig(codec="ffv1", pix_fmt="bgr0"), overwrite=False,
-        )  # fmt: skip
-        run_job(plan, InferConfig(model=MODEL, device="cpu", hw_decode=mode), JobOptions())
-        outs.append(frames_of(plan.output))
+        out = tmp_path / f"{mode}.mkv"
+        run_video(src, out, model=MODEL, codec="ffv1", pix_fmt="bgr0", hw_decode=mode)
+        outs.append(frames_of(out))
     assert len(outs[0]) == len(outs[1]) > 0
     assert all(np.array_equal(a, b) for a, b in zip(*outs, strict=True))
 
@@ -607,22 +588,18 @@ def test_encoder_bound_run_encodes_chunks_at_once(
     src = media_clips["cfr"]
     outputs = {}
     for workers in (1, 0):
-        plan = plan_video(
-            src, tmp_path / f"w{workers}.mkv", model=MODEL, scale=None, overwrite=False,
-            encode=EncodeConfig(codec="libvpx-vp9", options=(("lossless", "1"),)),
-        )  # fmt: skip
-        upscaler = Upscaler(net, device=torch.device("cpu"), dtype=torch.float32, lanes=1)
+        upscaler = Upscaler(net, device=torch.device("cpu"), dtype=torch.float32)
         events: list[dict[str, Any]] = []
 
-        def on_event(e: dict[str, Any], events: list[dict[str, Any]] = events) -> None:
-            events.append(e)
-            if e["event"] == "progress":
+        def on_event(e: Any, events: list[dict[str, Any]] = events) -> None:
+            events.append(e.as_dict())
+            if isinstance(e, Progress):
                 alive.append(len(encoder_children()))
 
-        result = run_job(
-            plan, InferConfig(model=MODEL, device="cpu"),
-            JobOptions(chunk_frames=6, encode_workers=workers), upscaler=upscaler,
-            on_event=on_event,
+        result = run_video(
+            src, tmp_path / f"w{workers}.mkv", upscaler=upscaler, on_event=on_event,
+            model=MODEL, codec="libvpx-vp9", encoder_opt={"lossless": "1"}, lanes=1,
+            chunk_frames=6, encode_workers=workers,
         )  # fmt: skip
         outputs[workers] = frames_of(result.output)
         if workers == 0:

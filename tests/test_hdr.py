@@ -7,8 +7,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
-from vidsr.cli import main
 from vidsr.media.ffmpeg import ffmpeg_exe
 from vidsr.media.hdr import HdrMetadata, encoder_options
 from vidsr.media.probe import probe
@@ -32,25 +32,14 @@ def hdr_clip(tmp_path: Path) -> Path:
     return out
 
 
-def test_hdr10_metadata_passes_through_x265(hdr_clip: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("VIDSR_HOME", str(tmp_path / "home"))
+def test_hdr10_metadata_passes_through_x265(hdr_clip: Path, tmp_path: Path, private_home) -> None:
     src = probe(hdr_clip).video
     assert src.hdr is not None and src.hdr.max_cll == 1000 and src.hdr.max_fall == 400
     assert src.hdr.primaries[1] == (Fraction(13250, 50000), Fraction(34500, 50000))  # green
     out = tmp_path / "out.mkv"
-    main(
-        [
-            "upscale",
-            str(hdr_clip),
-            "-o",
-            str(out),
-            "--device",
-            "cpu",
-            "--codec",
-            "libx265",
-            "--json",
-        ]
-    )  # fmt: skip  (returns normally on success)
+    code, _, err = run_cli(None, "upscale", hdr_clip, "-o", out, "--device", "cpu",
+                           "--codec", "libx265", "--json")  # fmt: skip
+    assert code == 0, err
     got = probe(out).video
     assert got.hdr == src.hdr
     assert got.colour == src.colour and got.bit_depth == 10

@@ -10,7 +10,7 @@ from helpers import OFFICIAL_ANIMEVIDEOV3, psnr, test_image
 from vidsr.errors import DeviceError, UsageError
 from vidsr.models.arch import RRDBNet, SRVGGNetCompact
 from vidsr.models.loader import LoadedNetwork
-from vidsr.pipeline.infer import Upscaler, resolve_device, resolve_precision
+from vidsr.pipeline.infer import Upscaler, resolve_device, resolve_precision, scaled_size
 
 CPU = torch.device("cpu")
 
@@ -130,12 +130,13 @@ def test_output_is_clipped() -> None:
 
 
 def test_final_scale_resizes() -> None:
-    up = Upscaler(_srvgg(), device=CPU, dtype=torch.float32, scale=2)
+    up = Upscaler(_srvgg(), device=CPU, dtype=torch.float32)
     x = test_image(21, 30)
-    out = up(x)
+    assert scaled_size(21, 30, 2.0, up.net_scale) == (42, 60)
+    assert scaled_size(21, 30, 1.5, up.net_scale, even=True) == (30, 44)  # 4:2:0 video
+    out = up(x, size=(42, 60))
     assert out.shape == (1, 3, 42, 60)
-    assert up.output_size(21, 30) == (42, 60)
-    native = Upscaler(_srvgg(), device=CPU, dtype=torch.float32)(x)
+    native = up(x)
     # The x2 result is the x4 result filtered down: close to it, not a different picture.
     down = F.interpolate(native, size=(42, 60), mode="area")
     assert psnr(out, down) > 28

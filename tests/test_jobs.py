@@ -14,11 +14,11 @@ import uuid
 from fractions import Fraction
 from pathlib import Path
 
+import helpers
 import numpy as np
 import psutil
 import pytest
 
-from vidsr.cli import main
 from vidsr.errors import UsageError
 from vidsr.jobs.plan import plan_chunks
 from vidsr.media.decode import decode_frames
@@ -57,14 +57,8 @@ def assert_same_video(a: Path, b: Path) -> None:
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict], str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    return code, events, err
+    code, out, err = helpers.run_cli(capsys, *args)
+    return code, helpers.json_events(out), err
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +89,15 @@ def test_plan_by_frames_and_by_seconds() -> None:
     vfr = [i * 100 for i in range(10)] + [1000 + i * 20 for i in range(50)]
     cuts = plan_chunks(vfr, Fraction(1, 1000), chunk_seconds=1.0)
     assert [c.frames for c in cuts] == [10, 50]
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         plan_chunks(pts, tb, chunk_frames=0)
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         plan_chunks(pts, tb, chunk_frames=5, chunk_seconds=1.0)
+    # The option table refuses both before any plan, the caller's way:
+    with pytest.raises(UsageError, match=r"chunk_frames= must be at least 1"):
+        helpers.upscale_settings(chunk_frames=0)
+    with pytest.raises(UsageError, match=r"give chunk_frames= or chunk_seconds=, not both"):
+        helpers.upscale_settings(chunk_frames=5, chunk_seconds=1.0)
 
 
 # --- equality ---------------------------------------------------------------------------

@@ -31,10 +31,9 @@ needs_ncnn = pytest.mark.skipif(
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(private_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private, empty VIDSR_HOME; downloads are forbidden unless a test allows them."""
-    home = tmp_path / "vidsr-home"
-    monkeypatch.setenv("VIDSR_HOME", str(home))
+    home = private_home
     monkeypatch.delenv("VIDSR_MODEL_BASE_URL", raising=False)
 
     def no_network(url: str, *args: object, **kwargs: object) -> str:

@@ -59,10 +59,9 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(private_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private, empty VIDSR_HOME: weights come from the bundled ncnn files, never a URL."""
-    home = tmp_path / "vidsr-home"
-    monkeypatch.setenv("VIDSR_HOME", str(home))
+    home = private_home
 
     def no_network(url: str, *args: object, **kwargs: object) -> str:
         raise AssertionError(f"unexpected download of {url}")

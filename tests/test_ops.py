@@ -15,14 +15,6 @@ from vidsr.ops import doctor_report, format_doctor, make_preview, parse_time
 MODELS = ["realesr-animevideov3", "RealESRGAN_x4plus_anime_6B"]
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path_factory.getbasetemp() / "vidsr-home"  # the session's model cache
-    monkeypatch.setenv("VIDSR_HOME", str(home))
-    monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
-    return home
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     import torch
@@ -107,12 +99,15 @@ def test_probe_vfr_rotation_colour_and_codec(media_clips: dict[str, Path], capsy
 
 
 def test_preview_side_by_side(media_clips: dict[str, Path], tmp_path: Path) -> None:
-    from vidsr.config import InferConfig
     from vidsr.media.decode import decode_frames
     from vidsr.pipeline.infer import build_upscaler
+    from vidsr.settings import make_settings
 
     out = tmp_path / "pick.png"
-    r = make_preview(media_clips["cfr"], "0:01.02", MODELS, out, device="cpu")
+    settings = make_settings(
+        "preview", {"at": "0:01.02", "models": MODELS, "output": out, "device": "cpu"}
+    )
+    r = make_preview(media_clips["cfr"], settings)
     assert (r["frame"], r["time"], r["scale"]) == (24, 1.0, 4.0)  # the frame shown at 1.02 s
     img = np.asarray(Image.open(out).convert("RGB"))
     assert list(img.shape[1::-1]) == r["size"]
@@ -132,7 +127,7 @@ def test_preview_side_by_side(media_clips: dict[str, Path], tmp_path: Path) -> N
     # the source panel is the frame enlarged nearest-neighbour, exactly
     assert np.array_equal(crop(panels[0]), frame.repeat(4, axis=0).repeat(4, axis=1))
     # the model panel is that model's result
-    up = build_upscaler(InferConfig(model=MODELS[0], device="cpu"))
+    up = build_upscaler(MODELS[0], device="cpu", precision="auto")
     import torch
 
     x = torch.from_numpy(frame.astype(np.float32) / 255).permute(2, 0, 1)[None]
@@ -185,7 +180,7 @@ def test_preview_cli_crop_and_refusals(media_clips: dict[str, Path], tmp_path: P
 # --- doctor ---------------------------------------------------------------------------------
 
 
-def test_doctor(capsys, _home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor(capsys, shared_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import av
     import torch
 
@@ -199,7 +194,7 @@ def test_doctor(capsys, _home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "libx264" in r["ffmpeg"]["encoders"] and "ffv1" in r["ffmpeg"]["encoders"]
     assert r["ffmpeg"]["version"].startswith("ffmpeg version")
     assert r["pyav"]["version"] == av.__version__ and r["pyav"]["encoders"]["libx264"]
-    assert r["cache"]["home"] == str(_home) and r["cache"]["writable"]
+    assert r["cache"]["home"] == str(shared_home) and r["cache"]["writable"]
     models = {m["name"]: m for m in r["models"]}
     assert models["realesr-animevideov3"]["offline"]
     assert not models["RealESRGAN_x2plus"]["offline"]
@@ -207,7 +202,7 @@ def test_doctor(capsys, _home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = format_doctor(r)
     assert "usable: yes" in text and "realesr-animevideov3" in text
 
-    monkeypatch.setenv("VIDSR_FFMPEG", str(_home / "no-such-ffmpeg"))
+    monkeypatch.setenv("VIDSR_FFMPEG", str(shared_home / "no-such-ffmpeg"))
     bad = doctor_report()
     assert not bad["usable"] and "VIDSR_FFMPEG" in bad["problems"][0]
     assert "usable: NO" in format_doctor(bad)

@@ -15,30 +15,17 @@ except ModuleNotFoundError:  # Python 3.10
 
 from helpers import run_cli as run
 
-from vidsr import presets
-from vidsr.config import merge_preset
 from vidsr.media.probe import probe
+from vidsr.run import presets
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = ("anime", "anime-fast", "anime-hq", "live-action", "archive")
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(private_home: Path) -> Path:
     """A fresh VIDSR_HOME (user presets go in it); dry runs need no weights."""
-    path = tmp_path / "home"
-    monkeypatch.setenv("VIDSR_HOME", str(path))
-    monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
-    return path
-
-
-@pytest.fixture
-def shared_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The session's model cache (shared with the other CLI tests: one ncnn conversion)."""
-    path = tmp_path_factory.getbasetemp() / "vidsr-home"
-    monkeypatch.setenv("VIDSR_HOME", str(path))
-    monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
-    return path
+    return private_home
 
 
 def plan_line(out: str, key: str) -> str:
@@ -87,12 +74,14 @@ def test_bundled_presets_are_valid_and_installed() -> None:
     assert "vidsr/presets_data" in (REPO / "presets" / "README.md").read_text()
 
 
-def test_merge_preset_precedence() -> None:
-    opts = {"codec": "libx264", "crf": None, "scale": None, "model": "m"}
-    preset = {"codec": "libx265", "crf": 20.0, "scale": 2.0}
-    merged = merge_preset(opts, preset, explicit={"codec"})
-    assert merged == {"codec": "libx264", "crf": 20.0, "scale": 2.0, "model": "m"}
-    assert opts["crf"] is None  # the input is not changed
+def test_with_preset_precedence(home: Path, tmp_path: Path) -> None:
+    f = tmp_path / "p.toml"
+    f.write_text('codec = "libx265"\ncrf = 20\nscale = 2\n')
+    given = {"preset": str(f), "codec": "libx264", "model": "m"}
+    merged = presets.with_preset(given)
+    assert merged == {"preset": str(f), "codec": "libx264", "crf": 20.0, "scale": 2.0, "model": "m"}
+    assert "crf" not in given  # the input is not changed
+    assert presets.with_preset({"codec": "ffv1"}) == {"codec": "ffv1"}  # no preset
 
 
 def test_explicit_flag_beats_preset_beats_default(
@@ -154,7 +143,7 @@ def test_user_folder_beats_bundled_and_files_work(
         ('crf = "high"\n', "crf must be a number"),
         ("tile = 1.5\n", "tile must be a whole number"),
         ('precision = "fp17"\n', "precision"),
-        ('encoder-opt = "tune=film"\n', "encoder-opt must be a list of strings"),
+        ("encoder-opt = 5\n", "encoder-opt must be KEY=VALUE pairs"),
         ("codec = \n", "not valid TOML"),
     ],
 )
@@ -181,10 +170,10 @@ def test_encoder_opt_table_and_list(home: Path, tmp_path: Path) -> None:
     f = tmp_path / "p.toml"
     f.write_text('encoder-opt = { tune = "animation", x264-params = "aq-mode=3" }\n')
     values = presets.preset_values(presets.find_preset(str(f)))
-    assert values == {"encoder_opt": ("tune=animation", "x264-params=aq-mode=3")}
+    assert values == {"encoder_opt": (("tune", "animation"), ("x264-params", "aq-mode=3"))}
     f.write_text('encoder-opt = ["tune=animation"]\nignore-errors = true\n')
     values = presets.preset_values(presets.find_preset(str(f)))
-    assert values == {"encoder_opt": ("tune=animation",), "ignore_errors": True}
+    assert values == {"encoder_opt": (("tune", "animation"),), "ignore_errors": True}
 
 
 def test_preset_changes_a_real_run(

@@ -30,12 +30,10 @@ import av
 import numpy as np
 import psutil
 import pytest
+from helpers import run_main as cli
+from helpers import upscale_settings
 
-from vidsr.cli import main
-from vidsr.config import InferConfig
 from vidsr.errors import DeviceError, Interrupted, PipelineError, UsageError
-from vidsr.jobs.runner import JobOptions, run_job
-from vidsr.pipeline.video import EncodeConfig, plan_video
 
 ray = pytest.importorskip("ray")
 
@@ -165,14 +163,6 @@ def assert_same_frames(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(x, y)
 
 
-def cli(*args: str | Path) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 @pytest.fixture(scope="module")
 def local_output(media_clips: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The local backend's result for the cfr clip (the reference for every Ray run)."""
@@ -182,12 +172,16 @@ def local_output(media_clips: dict[str, Path], tmp_path_factory: pytest.TempPath
 
 
 def job(clip: Path, out: Path, on_event: Any = None, **options: Any) -> Any:
-    plan = plan_video(
-        clip, out, model=MODEL, scale=None, encode=EncodeConfig(codec="ffv1"), overwrite=False
+    """A ``--backend ray`` run of ``clip`` into ``out`` (lossless), through the run layer;
+    ``on_event`` gets each event as its ``--json`` dict."""
+    from vidsr.run.job import open_executor, prepare, run_job
+
+    sink = (lambda e: on_event(e.as_dict())) if on_event else None
+    settings = upscale_settings(
+        model=MODEL, codec="ffv1", chunk_frames=CHUNK, backend="ray", output=out, **options
     )
-    config = InferConfig(model=MODEL, device=options.pop("device", "cpu"))
-    opts = JobOptions(chunk_frames=CHUNK, backend="ray", **options)
-    return run_job(plan, config, opts, on_event=on_event)
+    with open_executor(settings) as executor:
+        return run_job(prepare(settings, clip, executor), executor, on_event=sink)
 
 
 def ray_children() -> list[psutil.Process]:
@@ -217,7 +211,7 @@ def test_without_ray_one_line_usage_error(
 ) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(UsageError, match=r"install vidsr\[ray\]"):
-        ray_executor.RayExecutor(InferConfig(), JobOptions(backend="ray"))
+        ray_executor.RayExecutor(upscale_settings(backend="ray"))
     out = tmp_path / "o.mkv"
     code = cli("upscale", media_clips["cfr"], "-o", out, *CLI_ARGS, "--backend", "ray", "--json")
     err = capsys.readouterr().err.strip()  # --json: no progress bar on stderr
@@ -420,7 +414,7 @@ def test_storage_check_fails_when_a_node_cannot_see_the_work_dir(
         msg = str(info.value)
         assert len(msg.splitlines()) == 1
         assert "storage every Ray node sees" in msg and "127.0.0.1" in msg
-        assert "cannot read" in msg and str(hidden) in msg and "--work-dir" in msg
+        assert "cannot read" in msg and str(hidden) in msg and "work_dir=" in msg  # Python spelling
         segments = out.with_name(out.name + ".vidsr-work") / "segments"
         assert not segments.exists() or not any(segments.iterdir())  # nothing ran
     finally:

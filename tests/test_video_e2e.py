@@ -19,8 +19,6 @@ Plus the CLI's refusals, naming, --dry-run, --json, --scale, --batch-size and th
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import shutil
@@ -32,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import av
+import helpers
 import numpy as np
 import pytest
 import torch
 
-from vidsr.cli import main
 from vidsr.media import colour
 from vidsr.media.decode import decode_frames
 from vidsr.media.encode import encoder_pix_fmts
@@ -79,16 +77,10 @@ class Run:
 
 def run_cli(*args: str | Path) -> Run:
     argv = [str(a) for a in args]
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    run = Run(argv, code, out.getvalue(), err.getvalue())
+    code, out, err = helpers.run_cli(None, *argv)
+    run = Run(argv, code, out, err)
     if "--json" in argv:
-        run.events = [json.loads(line) for line in run.out.splitlines() if line.strip()]
+        run.events = helpers.json_events(out)
     return run
 
 
@@ -162,11 +154,11 @@ class Reference:
         self._frames: dict[Path, list[np.ndarray]] = {}
         self._cache: dict[tuple[Path, int], np.ndarray] = {}
 
-    def run(self, rgb: np.ndarray, upscaler: Any = None) -> np.ndarray:
+    def run(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         peak = float(np.iinfo(rgb.dtype).max)
         with torch.inference_mode():
             x = torch.from_numpy(rgb[None]).permute(0, 3, 1, 2).to(torch.float32).div_(peak)
-            y = (upscaler or self.upscaler)(x)
+            y = self.upscaler(x, size)
             q = y.mul_(peak).round_().to(torch.int32 if peak > 255 else torch.uint8)
         return q.permute(0, 2, 3, 1).numpy().astype(rgb.dtype)[0]
 
@@ -504,17 +496,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
 def test_scale_2_is_half_the_x4_size(
     clips: dict[str, Path], convert: Converter, reference: Reference
 ) -> None:
-    from vidsr.pipeline.infer import Upscaler
-
     x2 = convert("single", "--scale", "2").output
     x4 = convert("single").output
     assert x2 is not None and x4 is not None
     a, b = probed(x2).video, probed(x4).video
     assert (a.width * 2, a.height * 2) == (b.width, b.height) == (256, 144)
     # The pixels: the x4 network, then the pipeline's antialiased bicubic resize.
-    up2 = Upscaler(reference.net, device=torch.device("cpu"), dtype=torch.float32, scale=2)
     frame = next(iter(decode_frames(clips["single"]))).rgb
-    assert np.array_equal(decoded(x2)[0], reference.run(frame, up2))
+    assert np.array_equal(decoded(x2)[0], reference.run(frame, (72, 128)))
 
 
 def test_batch_size_3_gives_the_same_pixels(convert: Converter) -> None:
@@ -541,7 +530,7 @@ def test_python_api_result(clips: dict[str, Path], tmp_path: Path, reference: Re
         device="cpu",
         codec="ffv1",
         pix_fmt="bgr0",
-        on_event=events.append,
+        on_event=lambda e: events.append(e.as_dict()),
     )
     assert result.frames == 24 and result.output == tmp_path / "odd.mkv"
     assert result.device.startswith("cpu") and result.precision == "fp32"

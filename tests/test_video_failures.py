@@ -33,21 +33,16 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from helpers import run_cli, run_video
 from media_factory import ffmpeg
 from torch import nn
 
-from vidsr.cli import main
 from vidsr.errors import PipelineError, UsageError
-from vidsr.jobs.runner import upscale_video
 from vidsr.models.loader import LoadedNetwork
 from vidsr.pipeline.encoder_process import EncoderProcess
-from vidsr.pipeline.infer import Upscaler
-from vidsr.pipeline.video import (
-    EncodeConfig,
-    ResilientInfer,
-    VideoPlan,
-    plan_video,
-)
+from vidsr.pipeline.infer import Upscaler, scaled_size
+from vidsr.pipeline.video import ResilientInfer
+from vidsr.run.events import Progress
 
 VIDSR = str(Path(sys.executable).with_name("vidsr"))
 PROMPT = 5.0  # seconds: "promptly"
@@ -56,18 +51,8 @@ PROMPT = 5.0  # seconds: "promptly"
 # --- environment -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # The same cache as test_cli.py: in a full run the model is converted once.
-    return tmp_path_factory.getbasetemp() / "vidsr-home"
-
-
 @pytest.fixture(autouse=True)
-def _env(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("VIDSR_HOME", str(home))
-    monkeypatch.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
-    monkeypatch.delenv("VIDSR_DEBUG", raising=False)
-    monkeypatch.delenv("VIDSR_TEST_PAUSE", raising=False)
+def _sigterm_handler() -> Iterator[None]:
     handler = signal.getsignal(signal.SIGTERM)  # main() installs its own
     yield
     signal.signal(signal.SIGTERM, handler)
@@ -236,15 +221,14 @@ def partial_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if ".part" in p.name]
 
 
-def plan_for(src: Path, out: Path, *, scale: float = 2.0, codec: str = "ffv1") -> VideoPlan:
-    return plan_video(
-        src,
-        out,
-        model="realesr-animevideov3",
-        scale=scale,
-        encode=EncodeConfig(codec=codec),
-        overwrite=False,
-    )
+def upscale_video(
+    src: Path, out: Path, upscaler: Upscaler, *, batch_size: int, on_event: Any = None
+) -> Any:
+    """A run of ``src`` into ``out`` at x2 (lossless ffv1) with the stand-in ``upscaler``."""
+    return run_video(
+        src, out, upscaler=upscaler, on_event=on_event, scale=2.0, codec="ffv1",
+        batch_size=batch_size,
+    )  # fmt: skip
 
 
 def frames_of(path: Path) -> tuple[list[int], list[np.ndarray]]:
@@ -263,16 +247,6 @@ def assert_same_video(got: Path, want: Path) -> None:
         assert np.array_equal(a, b), f"frame {i} differs"
 
 
-def run_cli(capfd: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capfd.readouterr()
-    return code, out, err
-
-
 def assert_one_line(err: str, needle: str) -> None:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err
@@ -288,12 +262,12 @@ def test_encoder_killed_mid_run_fails_promptly_and_leaves_nothing(
 ) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    plan = plan_for(media_clips["cfr"], out_dir / "cfr.x2.mkv")
+    out = out_dir / "cfr.x2.mkv"
     before = {p.pid for p in descendants()}
     killed: list[float] = []
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event["event"] != "progress" or killed:
+    def on_event(event: Any) -> None:
+        if not isinstance(event, Progress) or killed:
             return
         (child,) = encoder_children()
         deadline = time.monotonic() + 10  # until the child has its partial segment open
@@ -304,7 +278,7 @@ def test_encoder_killed_mid_run_fails_promptly_and_leaves_nothing(
         killed.append(time.monotonic())
 
     with pytest.raises(PipelineError, match="encoder process died"):
-        upscale_video(plan, fake_upscaler(2), batch_size=1, on_event=on_event)
+        upscale_video(media_clips["cfr"], out, fake_upscaler(2), batch_size=1, on_event=on_event)
     assert killed and time.monotonic() - killed[0] < PROMPT
     assert_nothing_running(before)
     assert list(out_dir.iterdir()) == []  # no output, no hidden video file, no partial file
@@ -315,12 +289,12 @@ def test_model_failure_mid_stream_surfaces_and_stops_everything(
 ) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    plan = plan_for(media_clips["cfr"], out_dir / "cfr.x2.mkv")
+    out = out_dir / "cfr.x2.mkv"
     before = {p.pid for p in descendants()}
     boom = RuntimeError("CUDA error: an illegal memory access was encountered")
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match="illegal memory access"):
-        upscale_video(plan, fake_upscaler(2, fail_after(5, boom)), batch_size=1)
+        upscale_video(media_clips["cfr"], out, fake_upscaler(2, fail_after(5, boom)), batch_size=1)
     assert time.monotonic() - t0 < PROMPT
     assert_nothing_running(before)
     assert list(out_dir.iterdir()) == []
@@ -390,39 +364,36 @@ def test_encoder_setup_failure_through_the_cli(
 @pytest.mark.parametrize("scale", [2.0, 1.7])
 def test_oom_fallback_gives_the_same_pixels(scale: float) -> None:
     x = torch.rand((4, 3, 150, 320), generator=torch.Generator().manual_seed(0))
-    plain = fake_upscaler(2, scale=scale, even=True)
-    want = plain(x)
+    size = scaled_size(150, 320, scale, 2, even=True)  # as a video plan sizes it
+    want = fake_upscaler(2)(x, size)
     # Whole 150x320 frames (48000 px) and 256-pixel tiles (up to 150x266) run out of memory;
     # 128-pixel tiles (up to 138x148 with their padding) do not.
-    infer = ResilientInfer(
-        fake_upscaler(2, oom_when(batch_over=1, pixels_over=30_000), scale=scale)
-    )
-    infer.upscaler.even = True
-    got = infer(x)
+    infer = ResilientInfer(fake_upscaler(2, oom_when(batch_over=1, pixels_over=30_000)))
+    got = infer(x, size)
     assert infer.max_batch == 1
     assert infer.tiled is not None and infer.tiled.tile == 128
     assert got.shape == want.shape  # x1.7: 255 rows rounded down to an even 254, as planned
     assert torch.equal(got, want)
-    assert torch.equal(infer(x[:1]), want[:1])  # later batches go straight to what worked
+    assert torch.equal(infer(x[:1], size), want[:1])  # later batches go straight to what worked
 
 
 def test_oom_on_batches_retries_smaller_with_every_frame_once(
     media_clips: dict[str, Path], tmp_path: Path
 ) -> None:
     src = media_clips["cfr"]
-    want = upscale_video(plan_for(src, tmp_path / "want.mkv"), fake_upscaler(2), batch_size=4)
+    want = upscale_video(src, tmp_path / "want.mkv", fake_upscaler(2), batch_size=4)
     ran: list[int] = []
     faulty = fake_upscaler(2, oom_when(batch_over=1, ran=ran))
-    got = upscale_video(plan_for(src, tmp_path / "got.mkv"), faulty, batch_size=4)
+    got = upscale_video(src, tmp_path / "got.mkv", faulty, batch_size=4)
     assert got.frames == want.frames == 48
     assert ran == [1] * 48  # the model completed each frame exactly once
     assert_same_video(tmp_path / "got.mkv", tmp_path / "want.mkv")
 
 
 def test_oom_on_large_frames_falls_back_to_tiles(big_clip: Path, tmp_path: Path) -> None:
-    want = upscale_video(plan_for(big_clip, tmp_path / "want.mkv"), fake_upscaler(2), batch_size=3)
+    want = upscale_video(big_clip, tmp_path / "want.mkv", fake_upscaler(2), batch_size=3)
     faulty = fake_upscaler(2, oom_when(batch_over=1, pixels_over=30_000))
-    got = upscale_video(plan_for(big_clip, tmp_path / "got.mkv"), faulty, batch_size=3)
+    got = upscale_video(big_clip, tmp_path / "got.mkv", faulty, batch_size=3)
     assert got.frames == want.frames == 12
     assert_same_video(tmp_path / "got.mkv", tmp_path / "want.mkv")
 
@@ -430,11 +401,13 @@ def test_oom_on_large_frames_falls_back_to_tiles(big_clip: Path, tmp_path: Path)
 def test_oom_everywhere_fails_the_run(media_clips: dict[str, Path], tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    plan = plan_for(media_clips["cfr"], out_dir / "cfr.x2.mkv")
+    out = out_dir / "cfr.x2.mkv"
     before = {p.pid for p in descendants()}
     t0 = time.monotonic()
     with pytest.raises(PipelineError, match="out of GPU memory even for one frame"):
-        upscale_video(plan, fake_upscaler(2, oom_when(always=True)), batch_size=4)
+        upscale_video(
+            media_clips["cfr"], out, fake_upscaler(2, oom_when(always=True)), batch_size=4
+        )
     assert time.monotonic() - t0 < PROMPT
     assert_nothing_running(before)
     assert list(out_dir.iterdir()) == []
@@ -444,14 +417,12 @@ def test_oom_everywhere_fails_the_run(media_clips: dict[str, Path], tmp_path: Pa
 
 
 @pytest.fixture(scope="module")
-def converted(home: Path) -> Path:
+def converted(shared_home: Path) -> Path:
     """Convert the default model once in this process, so subprocesses start quickly."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VIDSR_HOME", str(home))
-        from vidsr.models.loader import load_network
+    from vidsr.models.loader import load_network
 
-        load_network("realesr-animevideov3")
-    return home
+    load_network("realesr-animevideov3")
+    return shared_home
 
 
 class Cli:

@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from vidsr.errors import ModelError, UnsafeModelFileError
+from vidsr.home import home_dir
 from vidsr.models import sources
 from vidsr.models.arch import SRVGGNetCompact
 from vidsr.models.loader import load_network
 from vidsr.models.registry import MODELS
 from vidsr.models.sources import (
     cache_path,
-    home_dir,
     is_cached,
     is_offline_ready,
     read_cache,
@@ -36,11 +36,9 @@ GENERAL = MODELS["realesr-general-x4v3"]
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "vidsr-home"
-    monkeypatch.setenv("VIDSR_HOME", str(home))
+def home(private_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("VIDSR_MODEL_BASE_URL", raising=False)
-    return home
+    return private_home
 
 
 # --- reading files ---------------------------------------------------------------------------

@@ -13,11 +13,11 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "upscale"]
 
 
-def upscale(*args: Any, **kwargs: Any) -> Any:
-    """See ``vidsr.api.upscale`` (imported on first use: torch loads only when needed)."""
-    from vidsr.api import upscale as _upscale
+def __getattr__(name: str) -> Any:
+    # vidsr.upscale is vidsr.api.upscale, imported on first use (torch loads only when a run
+    # needs it), with its full signature for help() and editors.
+    if name == "upscale":
+        from vidsr.api import upscale
 
-    return _upscale(*args, **kwargs)
-
-
-upscale.__doc__ = "Upscale a video or image; see vidsr.api.upscale for every option."
+        return upscale
+    raise AttributeError(f"module 'vidsr' has no attribute {name!r}")

@@ -1,121 +1,110 @@
-"""The Python API: ``vidsr.upscale(input, output=None, model=..., **options)``."""
+"""The Python API: ``vidsr.upscale(input, output=None, **options)``.
+
+Its keyword arguments are the options of ``vidsr upscale``, by the same names, with the same
+defaults and checks (generated from :mod:`vidsr.options`; ``help(vidsr.upscale)`` lists them).
+``preset="anime"`` applies a preset below the options given explicitly, as on the command
+line.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from vidsr.config import InferConfig
 from vidsr.errors import InputError
-from vidsr.pipeline.video import EncodeConfig, UpscaleResult
+from vidsr.options import options_for
+from vidsr.run.events import EventSink, UpscaleResult
+from vidsr.settings import Settings, make_settings
+
+COMMAND = "upscale"
+
+
+def api_options() -> list[Any]:
+    """The options ``vidsr.upscale()`` takes as keyword arguments (besides ``output``)."""
+    return [o for o in options_for(COMMAND) if o.api and o.name != "output"]
+
+
+def settings_from_kwargs(command: str, kwargs: dict[str, Any]) -> Settings:
+    """Settings from keyword arguments given explicitly (a preset among them fills in the
+    others, below them)."""
+    from vidsr.run.presets import with_preset
+
+    return make_settings(command, with_preset(kwargs, command), "api")
 
 
 def upscale(
     input: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
     *,
-    model: str = "realesr-animevideov3",
-    device: str = "auto",
-    precision: str = "auto",
-    tile: int = 0,
-    tile_pad: int = 10,
-    scale: float | None = None,
-    denoise_strength: float | None = None,
-    codec: str = "libx264",
-    crf: float | None = None,
-    encoder_preset: str | None = None,
-    pix_fmt: str | None = None,
-    encoder_options: Mapping[str, str] | None = None,
-    batch_size: int = 0,
-    lanes: int = 0,
-    device_colour: str = "auto",
-    compile: bool = False,
-    hw_decode: str = "off",
-    ignore_errors: bool = False,
-    overwrite: bool = False,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_event: EventSink | None = None,
+    **options: Any,
 ) -> UpscaleResult:
     """Upscale a video (or a single image) with the same options as ``vidsr upscale``.
 
     Returns an ``UpscaleResult``: ``frames``, ``output``, ``seconds``, ``fps``, ``stages``
     (decode / infer / encode figures) and ``bound`` (the stage that limited the run).
-    ``on_event`` receives the same events as ``--json`` (start, progress, done). Raises a
-    ``VidsrError`` subclass on bad input, a refused output, or a failed stage.
+    ``on_event`` receives the run's typed events (``vidsr.run.events``: ``JobStarted``,
+    ``Progress``, ``ChunkDone``, ``JobDone``; ``event.as_dict()`` is the ``--json`` line).
+    Raises a ``VidsrError`` subclass on a bad option, bad input, a refused output, or a failed
+    stage (an unknown keyword is an ``UnknownOptionError``, also a ``TypeError``).
     """
-    import time
-
-    from vidsr.files import check_output_path
-    from vidsr.jobs.runner import upscale_video
     from vidsr.media.image import is_image_path
-    from vidsr.pipeline.encoder_process import encoder_pool
-    from vidsr.pipeline.images import upscale_image_file
-    from vidsr.pipeline.infer import build_upscaler
-    from vidsr.pipeline.stages import StageStats
-    from vidsr.pipeline.video import default_video_output, plan_video
 
+    given = dict(options)
+    if output is not None:
+        given["output"] = output
+    settings = settings_from_kwargs(COMMAND, given)
     src = Path(input)
     if not src.is_file():
         raise InputError(f"{src}: no such file")
-    config = InferConfig(
-        model=model,
-        device=device,
-        precision=precision,
-        tile=tile,
-        tile_pad=tile_pad,
-        scale=scale,
-        denoise_strength=denoise_strength,
-        lanes=lanes,
-        device_colour=device_colour,
-        compile=compile,
-        hw_decode=hw_decode,
-    )
     if is_image_path(src):
-        upscaler = build_upscaler(config)
-        dst = (
-            Path(output)
-            if output
-            else default_video_output(src, model, upscaler.scale).with_suffix(src.suffix)
-        )
-        check_output_path(dst, overwrite=overwrite, inputs=(src,))
-        t0 = time.perf_counter()
-        upscale_image_file(upscaler, src, dst)
-        seconds = time.perf_counter() - t0
-        return UpscaleResult(
-            src,
-            dst,
-            1,
-            seconds,
-            {"infer": StageStats("infer", 1, seconds)},
-            model,
-            str(upscaler.device),
-            upscaler.precision_name,
-            1,
-        )
-    if codec == "auto":
-        from vidsr.media.encode import resolve_codec
-        from vidsr.pipeline.infer import resolve_device
+        return _image(settings, src)
+    from vidsr.run.job import upscale_video
 
-        codec = resolve_codec(codec, resolve_device(device).type)
-    encode = EncodeConfig(
-        codec=codec,
-        crf=crf,
-        preset=encoder_preset,
-        pix_fmt=pix_fmt,
-        options=tuple((encoder_options or {}).items()),
+    return upscale_video(settings, src, on_event=on_event)
+
+
+def _image(settings: Settings, src: Path) -> UpscaleResult:
+    from vidsr.pipeline.stages import StageStats
+    from vidsr.run.images import upscale_image
+
+    run = upscale_image(settings, src)
+    return UpscaleResult(
+        src,
+        run.output,
+        1,
+        run.seconds,
+        {"infer": StageStats("infer", 1, run.seconds)},
+        run.model,
+        run.device,
+        run.precision,
+        1,
     )
-    # The encoder process starts first: its start-up overlaps loading the model.
-    with encoder_pool(prestart=True):
-        plan = plan_video(
-            src,
-            Path(output) if output else None,
-            model=model,
-            scale=scale,
-            encode=encode,
-            overwrite=overwrite,
-        )
-        upscaler = build_upscaler(config)
-        return upscale_video(
-            plan, upscaler, batch_size=batch_size, ignore_errors=ignore_errors, on_event=on_event
-        )
+
+
+def _signature() -> inspect.Signature:
+    """``upscale``'s signature with every option as a keyword argument (for ``help()`` and
+    editors), built from the option table."""
+    P = inspect.Parameter
+    params = [
+        P("input", P.POSITIONAL_OR_KEYWORD, annotation="str | os.PathLike[str]"),
+        P("output", P.POSITIONAL_OR_KEYWORD, default=None, annotation="str | os.PathLike | None"),
+        P("on_event", P.KEYWORD_ONLY, default=None, annotation="EventSink | None"),
+    ]
+    for o in api_options():
+        params.append(P(o.name, P.KEYWORD_ONLY, default=o.default, annotation=o.kind.annotation))
+    return inspect.Signature(params, return_annotation="UpscaleResult")
+
+
+def _options_doc() -> str:
+    lines = ["", "Options (the same as ``vidsr upscale``'s; see ``vidsr upscale --help``):", ""]
+    for o in api_options():
+        choices = f" One of {', '.join(o.choices)}." if o.choices else ""
+        lines.append(f"- ``{o.name}`` (default ``{o.default!r}``): {o.help}{choices}")
+    return "\n".join(lines)
+
+
+upscale.__signature__ = _signature()  # type: ignore[attr-defined]
+upscale.__doc__ = (upscale.__doc__ or "") + _options_doc()

@@ -27,11 +27,25 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from vidsr.errors import InputError, Interrupted, OutputError, UsageError, VidsrError
+from vidsr.errors import (
+    EXIT_FILES_FAILED,
+    EXIT_INTERNAL,
+    EXIT_STOPPED,
+    InputError,
+    Interrupted,
+    OutputError,
+    UsageError,
+    VidsrError,
+    opt,
+)
+from vidsr.options import DEFAULT_NAME_TEMPLATE, ORDERS
+from vidsr.run.events import ChunkDone, Event, EventSink, InFile, JobStarted, no_sink
+from vidsr.run.plan import WORK_SUFFIX
+from vidsr.settings import Settings
 
 #: What a folder or glob yields (an explicitly named file is taken whatever its suffix).
 VIDEO_SUFFIXES = frozenset(
@@ -55,15 +69,11 @@ VIDEO_SUFFIXES = frozenset(
         ".y4m",
     }
 )
-DEFAULT_NAME = "{stem}.{model}.x{scale}.mkv"
-NAME_FIELDS = ("stem", "name", "ext", "model", "scale", "codec")
-ORDERS = ("name", "size", "mtime")
-#: Exit codes: any file failed; stopped by --max-hours with nothing failed (EX_TEMPFAIL).
-EXIT_FAILED = 3
-EXIT_STOPPED = 75
+DEFAULT_NAME = DEFAULT_NAME_TEMPLATE
+#: Exit codes (vidsr.errors): any file failed; stopped by --max-hours with nothing failed.
+EXIT_FAILED = EXIT_FILES_FAILED
 #: Statuses in the report. ``stopped``: begun, state kept, resumes; ``pending``: not begun.
 STATUSES = ("ok", "skipped", "failed", "stopped", "pending", "planned")
-_WORK_SUFFIX = ".vidsr-work"
 _MARGIN_BYTES = 64 << 20
 # Rough output bits per pixel at each codec's default quality (upscaled video is smooth).
 _BITS_PER_PIXEL = {
@@ -143,7 +153,7 @@ def _walk(folder: Path, recursive: bool, exclude: Sequence[Path]) -> list[Path]:
             for d in dirs
             if recursive
             and not d.startswith(".")
-            and not d.endswith(_WORK_SUFFIX)
+            and not d.endswith(WORK_SUFFIX)
             and not _inside(root_path / d, exclude)
         )
         for name in sorted(files):
@@ -217,7 +227,7 @@ def order_inputs(
     """``name``: by path below its input folder; ``size``: smallest first; ``mtime``: oldest
     first. ``reverse`` flips it. Inputs in error keep their place at the end."""
     if order not in ORDERS:
-        raise UsageError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
+        raise UsageError(f"{opt('order')} must be one of {', '.join(ORDERS)}, not {order!r}")
     good = [i for i in items if i.error is None]
     bad = [i for i in items if i.error is not None]
 
@@ -234,48 +244,12 @@ def order_inputs(
 # --- outputs --------------------------------------------------------------------------------
 
 
-def _label(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def model_label(model: str) -> str:
-    p = Path(model)
-    return p.stem if p.suffix.lower() in (".pth", ".pt", ".safetensors", ".param") else model
-
-
 def output_name(template: str, item: BatchInput, *, model: str, scale: float, codec: str) -> Path:
-    """The output's path below OUTDIR: the input's folder (``item.rel``'s parent) joined with
-    ``template`` filled in. Fields: ``{stem}`` ``{name}`` ``{ext}`` (no dot) ``{model}``
-    ``{scale}`` ``{codec}``. ``UsageError`` for an unknown field, a name that leaves OUTDIR,
-    or a container vidsr cannot write."""
-    from vidsr.media.remux import SUPPORTED_SUFFIXES
+    """The output's path below OUTDIR for ``item``: its folder (``item.rel``'s parent) joined
+    with ``template`` filled in (:func:`vidsr.run.naming.template_name`)."""
+    from vidsr.run.naming import template_name
 
-    rel = item.rel
-    fields = {
-        "stem": rel.stem,
-        "name": rel.name,
-        "ext": rel.suffix.lstrip("."),
-        "model": model_label(model),
-        "scale": _label(scale),
-        "codec": codec,
-    }
-    try:
-        name = template.format_map(fields)
-    except KeyError as exc:
-        raise UsageError(
-            f"--name: unknown field {{{exc.args[0]}}}; use {', '.join('{' + f + '}' for f in NAME_FIELDS)}"
-        ) from None
-    except (ValueError, IndexError, AttributeError) as exc:
-        raise UsageError(f"--name {template!r}: {exc}") from None
-    out = rel.parent / name
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise UsageError(f"--name must give a relative file name inside OUTDIR, not {name!r}")
-    if out.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise UsageError(
-            f"--name gives {out.name!r}: the output must end in one of "
-            f"{', '.join(sorted(SUPPORTED_SUFFIXES))}"
-        )
-    return out
+    return template_name(template, item.rel, model=model, scale=scale, codec=codec)
 
 
 def estimate_video_bytes(plan: Any) -> int:
@@ -284,24 +258,23 @@ def estimate_video_bytes(plan: Any) -> int:
     from vidsr.media.encode import CODEC_DEFAULTS, choose_pix_fmt
 
     v = plan.info.video
-    enc = plan.encode
+    s = plan.settings
     pixels = plan.out_width * plan.out_height * plan.frames
-    if enc.codec in _LOSSLESS:
+    if s.codec in _LOSSLESS:
         import av
 
-        fmt = enc.pix_fmt or choose_pix_fmt(enc.codec, v.pix_fmt, v.bit_depth)
+        fmt = s.pix_fmt or choose_pix_fmt(s.codec, v.pix_fmt, v.bit_depth)
         try:
             raw = av.VideoFormat(fmt).bits_per_pixel
         except Exception:
             raw = 24
         bpp = 0.6 * raw
     else:
-        bpp = _BITS_PER_PIXEL.get(enc.codec, 0.2)
-        default = CODEC_DEFAULTS.get(enc.codec, {}).get("crf") or CODEC_DEFAULTS.get(
-            enc.codec, {}
-        ).get("cq")
-        if enc.crf is not None and default is not None:
-            bpp *= 2 ** ((float(default) - float(enc.crf)) / 6)
+        bpp = _BITS_PER_PIXEL.get(s.codec, 0.2)
+        defaults = CODEC_DEFAULTS.get(s.codec, {})
+        default = defaults.get("crf") or defaults.get("cq")
+        if s.crf is not None and default is not None:
+            bpp *= 2 ** ((float(default) - float(s.crf)) / 6)
     return int(pixels * bpp / 8)
 
 
@@ -446,7 +419,7 @@ def format_summary(result: BatchResult) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in result.counts().items())
     tail = f"{len(result.files)} inputs: {counts} in {human_seconds(result.seconds)}"
     if result.stopped == "max-hours":
-        tail += "; stopped by --max-hours: run the same command again to resume"
+        tail += f"; stopped by {opt('max_hours')}: run the same command again to resume"
     elif result.stopped == "interrupted":
         tail += "; interrupted: run the same command again to resume"
     elif result.stopped == "fatal":
@@ -490,213 +463,58 @@ class _NullLog:
         pass
 
 
-# --- running ---------------------------------------------------------------------------------
+# --- events -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class BatchSettings:
-    """Everything a batch needs besides its inputs. ``config``: InferConfig; ``encode``:
-    EncodeConfig; ``job``: JobOptions (its ``work_dir``, if set, is a root under which each
-    job gets ``REL/OUTPUT.vidsr-work``)."""
+class FileStarted(Event):
+    """A batch begins one input (``index`` of ``count``)."""
 
-    outdir: Path
-    config: Any
-    encode: Any
-    job: Any
-    name: str = DEFAULT_NAME
-    overwrite: bool = False
-    batch_size: int = 0
-    ignore_errors: bool = False
-    dry_run: bool = False
-    max_hours: float | None = None
-    report: Path | None = None
-    check_disk: bool = True
+    kind: ClassVar[str] = "file_start"
+    file: str
+    index: int
+    count: int
+    input: str
+    output: str | None
 
 
-def _output_scale(config: Any) -> float:
-    from vidsr.models.loader import expected_scale
+@dataclass(frozen=True)
+class FileDone(Event):
+    """A batch is done with one input: its report entry."""
 
-    return float(config.scale) if config.scale else float(expected_scale(config.model))
+    kind: ClassVar[str] = "file_done"
+    report: FileReport
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, "file": self.report.rel, **self.report.as_dict()}
 
 
-def _single_slot(job: Any, config: Any) -> str | None:
-    """The one device a job runs on in this process (so one upscaler can serve every file of
-    the batch), or None when it runs in worker processes or on Ray."""
-    devices = [d.strip() for d in job.devices if d.strip()]
-    if job.backend != "local" or job.workers_per_device != 1 or len(devices) > 1:
-        return None
-    if devices and devices[0].lower() == "all":
-        return None
-    return devices[0] if devices else config.device
+@dataclass(frozen=True)
+class BatchDone(Event):
+    """The batch ended: its counts and exit code (the report without the files)."""
+
+    kind: ClassVar[str] = "batch_done"
+    result: BatchResult
+
+    def as_dict(self) -> dict[str, Any]:
+        summary = {k: v for k, v in self.result.as_dict().items() if k != "files"}
+        return {"event": self.kind, **summary}
+
+
+# --- running ---------------------------------------------------------------------------------
 
 
 def verify_output(output: Path, source_frames: int) -> int:
-    """The frame count of an existing output (probed); ``InputError`` if it cannot be read."""
+    """The frame count of an existing output (probed); ``OutputError`` if it cannot be read."""
     from vidsr.media.probe import probe
 
     try:
         return probe(output).video.frame_count
     except InputError as exc:
         raise OutputError(
-            f"existing output {output} cannot be read ({exc}); pass --overwrite to redo it"
+            f"existing output {output} cannot be read ({exc.template}); pass "
+            f"{opt('overwrite', True)} to redo it"
         ) from None
-
-
-def run_batch(
-    items: Sequence[BatchInput],
-    settings: BatchSettings,
-    *,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
-    on_plan: Callable[[Any], None] | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> BatchResult:
-    """Run every input (see the module docstring). Never raises for one file's failure; an
-    interrupt (Ctrl-C, SIGTERM) ends the batch with the report written and is returned in
-    ``result.interrupted`` for the caller to re-raise. ``on_event`` gets each job's events
-    (with ``file``) and ``file_start`` / ``file_done`` / ``batch_done``; ``on_plan`` gets each
-    plan in a dry run."""
-    from vidsr.files import atomic_write_text
-
-    emit = on_event or (lambda e: None)
-    t_start = time.perf_counter()
-    deadline = clock() + settings.max_hours * 3600 if settings.max_hours else None
-    outdir = Path(settings.outdir)
-    result = BatchResult(
-        [FileReport(str(i.source), str(i.rel)) for i in items],
-        _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-    )
-    if not settings.dry_run:
-        outdir.mkdir(parents=True, exist_ok=True)
-        log: BatchLog | _NullLog = BatchLog(outdir)
-    else:
-        log = _NullLog()
-    result.log_path = log.path
-    cfg, enc = settings.config, settings.encode
-    log.write(
-        f"vidsr batch: {len(items)} inputs -> {outdir}; model {cfg.model}, device {cfg.device}, "
-        f"codec {enc.codec}, crf {enc.crf if enc.crf is not None else 'default'}, "
-        f"name {settings.name!r}"
-        + (f", max {settings.max_hours:g} h" if settings.max_hours else "")
-    )
-    scale = _output_scale(cfg)
-    state: dict[str, Any] = {"upscaler": None}
-
-    # Outputs first: a clash between two inputs is that input's failure, found before any work.
-    outputs: dict[int, Path] = {}
-    owners: dict[Path, str] = {}
-    for n, item in enumerate(items):
-        if item.error:
-            continue
-        try:
-            rel_out = output_name(
-                settings.name, item, model=cfg.model, scale=scale, codec=enc.codec
-            )
-        except UsageError as exc:
-            _fail(result.files[n], exc)
-            continue
-        out = outdir / rel_out
-        key = out.resolve()
-        if key in owners:
-            _fail(
-                result.files[n],
-                UsageError(
-                    f"its output {out} is also the output of {owners[key]}; "
-                    "put {ext} or a folder in --name"
-                ),
-            )
-            continue
-        owners[key] = str(item.source)
-        outputs[n] = out
-        result.files[n].output = str(out)
-
-    def save_report() -> None:
-        result.seconds = time.perf_counter() - t_start
-        if settings.report:
-            text = json.dumps(result.as_dict(), indent=1, default=str) + "\n"
-            try:
-                atomic_write_text(settings.report, text)
-            except OutputError as exc:
-                log.write(f"cannot write the report: {exc}")
-
-    # One encoder process serves every file (it is started once, not per file or chunk).
-    from vidsr.pipeline.encoder_process import encoder_pool
-
-    pool = contextlib.ExitStack()
-    pool.enter_context(encoder_pool())
-    try:
-        for n, item in enumerate(items):
-            rep = result.files[n]
-            if result.stopped:
-                break
-            if deadline is not None and clock() >= deadline:
-                result.stopped = "max-hours"
-                log.write(f"--max-hours {settings.max_hours:g} reached; stopping before {item.rel}")
-                break
-            emit(
-                {
-                    "event": "file_start",
-                    "file": rep.rel,
-                    "index": n,
-                    "count": len(items),
-                    "input": rep.input,
-                    "output": rep.output,
-                }
-            )
-            if rep.status == "failed":  # its output name clashed or could not be made
-                log.write(f"[{n + 1}/{len(items)}] {item.source}: FAILED: {rep.error}")
-                emit({"event": "file_done", "file": rep.rel, **rep.as_dict()})
-                continue
-            log.write(f"[{n + 1}/{len(items)}] {item.source} -> {rep.output or '?'}")
-            t0 = time.perf_counter()
-            try:
-                if item.error:
-                    raise InputError(item.error)
-                _run_one(
-                    item, outputs[n], rep, settings, state, log, emit, on_plan, clock, deadline
-                )
-            except _StopBatch:
-                rep.status = "stopped"
-                result.stopped = "max-hours"
-                log.write(
-                    f"  stopped after {rep.frames} of {rep.source_frames} frames: --max-hours "
-                    f"{settings.max_hours:g} reached; the next run resumes here"
-                )
-            except KeyboardInterrupt as exc:  # Interrupted (Ctrl-C, SIGTERM) is one
-                rep.status = "stopped"
-                result.stopped = "interrupted"
-                stop = exc if isinstance(exc, Interrupted) else Interrupted("interrupted (Ctrl-C)")
-                result.interrupted = stop
-                rep.error = str(stop)
-                log.write(f"  interrupted: {stop}")
-            except _Fatal as exc:
-                _fail(rep, exc.error)
-                result.stopped = "fatal"
-                log.write(f"  FAILED: {rep.error}; stopping the batch (every file would fail)")
-            except VidsrError as exc:
-                _fail(rep, exc)
-                log.write(f"  FAILED: {rep.error}")
-            except Exception as exc:  # a bug: this file fails, the batch goes on
-                _fail(rep, exc)
-                log.write(f"  FAILED (internal error): {rep.error}\n{traceback.format_exc()}")
-            rep.seconds = rep.seconds or time.perf_counter() - t0
-            if rep.status == "ok":
-                log.write(
-                    f"  ok: {rep.frames} frames in {human_seconds(rep.seconds)} "
-                    f"({rep.fps:.2f} fps), {human_bytes(rep.size)}"
-                    + (f", {rep.resumed_frames} resumed" if rep.resumed_frames else "")
-                )
-            elif rep.status == "skipped":
-                log.write(f"  skipped: {rep.error or 'already done'}")
-            emit({"event": "file_done", "file": rep.rel, **rep.as_dict()})
-            save_report()
-    finally:
-        pool.close()
-        result.seconds = time.perf_counter() - t_start
-        save_report()
-        log.write(format_summary(result))
-        log.close()
-    emit({"event": "batch_done", **{k: v for k, v in result.as_dict().items() if k != "files"}})
-    return result
 
 
 class _Fatal(Exception):
@@ -712,32 +530,252 @@ def _fail(rep: FileReport, exc: BaseException) -> None:
     if isinstance(exc, VidsrError):
         rep.error, rep.exit_code = str(exc), exc.exit_code
     else:
-        rep.error, rep.exit_code = f"internal error: {type(exc).__name__}: {exc}", 70
+        rep.error = f"internal error: {type(exc).__name__}: {exc}"
+        rep.exit_code = EXIT_INTERNAL
 
 
-def _run_one(
-    item: BatchInput,
-    output: Path,
-    rep: FileReport,
-    settings: BatchSettings,
-    state: dict[str, Any],
-    log: Any,
-    emit: Callable[[dict[str, Any]], None],
-    on_plan: Callable[[Any], None] | None,
-    clock: Callable[[], float],
-    deadline: float | None,
-) -> None:
-    import tempfile
+def run_batch(
+    items: Sequence[BatchInput],
+    settings: Settings,
+    *,
+    on_event: EventSink | None = None,
+    on_plan: Callable[[Any], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> BatchResult:
+    """Run every input with the batch's ``settings`` (see the module docstring). Raises only
+    for what every file shares (an unknown model or encoder, an absent device) before any
+    file; never for one file's failure. An interrupt (Ctrl-C, SIGTERM) ends the batch with
+    the report written and is returned in ``result.interrupted`` for the caller to re-raise.
+    ``on_event`` gets each job's events (wrapped in ``InFile``) and ``FileStarted`` /
+    ``FileDone`` / ``BatchDone``; ``on_plan`` gets each plan in a dry run; ``clock`` is the
+    time ``--max-hours`` counts."""
+    return _Batch(items, settings, on_event or no_sink, on_plan, clock).run()
 
-    from vidsr.jobs.runner import run_job
-    from vidsr.jobs.state import default_work_dir
-    from vidsr.media.image import is_image_path
-    from vidsr.pipeline.video import plan_video
 
-    cfg = settings.config
-    if is_image_path(item.source):
-        raise InputError(f"{item.source}: an image; batch takes videos (use `vidsr upscale`)")
-    if output.exists() and not settings.overwrite:
+class _Batch:
+    """One batch run: its inputs, settings, report and log (:func:`run_batch`)."""
+
+    def __init__(
+        self,
+        items: Sequence[BatchInput],
+        settings: Settings,
+        emit: EventSink,
+        on_plan: Callable[[Any], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.items = list(items)
+        self.settings = settings
+        self.resolved = settings
+        self.emit = emit
+        self.on_plan = on_plan
+        self.clock = clock
+        self.t_start = time.perf_counter()
+        hours = settings.max_hours
+        self.deadline = clock() + hours * 3600 if hours else None
+        self.outdir = Path(settings.output)
+        self.result = BatchResult(
+            [FileReport(str(i.source), str(i.rel)) for i in items],
+            _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        )
+        self.outputs: dict[int, Path] = {}
+        self.log: BatchLog | _NullLog = _NullLog()
+        self.executor: Any = None
+        self.ready = False
+
+    # the whole batch --------------------------------------------------------------------
+
+    def run(self) -> BatchResult:
+        from vidsr.pipeline.encoder_process import encoder_pool
+        from vidsr.run.job import open_executor
+        from vidsr.run.resolve import resolve
+
+        # One encoder process and one executor (one model) serve every file.
+        with encoder_pool(), open_executor(self.settings) as executor:
+            self.executor = executor
+            self.resolved = resolve(self.settings, executor.device_type)
+            self._open_log()
+            self._plan_outputs()
+            try:
+                for n, item in enumerate(self.items):
+                    if self._time_is_up(item):
+                        break
+                    self._file(n, item)
+                    if self.result.stopped:
+                        break
+            finally:
+                self._save_report()
+                self.log.write(format_summary(self.result))
+                self.log.close()
+        self.emit(BatchDone(self.result))
+        return self.result
+
+    def _open_log(self) -> None:
+        if not self.settings.dry_run:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+            self.log = BatchLog(self.outdir)
+        self.result.log_path = self.log.path
+        s = self.resolved
+        self.log.write(
+            f"vidsr batch: {len(self.items)} inputs -> {self.outdir}; model {s.model}, "
+            f"device {s.device}, codec {s.codec}, "
+            f"crf {s.crf if s.crf is not None else 'default'}, name {s.name!r}"
+            + (f", max {s.max_hours:g} h" if s.max_hours else "")
+        )
+
+    def _plan_outputs(self) -> None:
+        """Every input's output, before any work: a clash between two inputs is that input's
+        failure."""
+        s = self.resolved
+        owners: dict[Path, str] = {}
+        for n, item in enumerate(self.items):
+            if item.error:
+                continue
+            rep = self.result.files[n]
+            try:
+                rel_out = output_name(s.name, item, model=s.model, scale=s.scale, codec=s.codec)
+            except UsageError as exc:
+                _fail(rep, exc)
+                continue
+            out = self.outdir / rel_out
+            key = out.resolve()
+            if key in owners:
+                clash = UsageError(
+                    f"its output {out} is also the output of {owners[key]}; "
+                    f"put {{ext}} or a folder in {opt('name')}"
+                )
+                _fail(rep, clash)
+                continue
+            owners[key] = str(item.source)
+            self.outputs[n] = out
+            rep.output = str(out)
+
+    def _time_is_up(self, item: BatchInput) -> bool:
+        if self.deadline is None or self.clock() < self.deadline:
+            return False
+        self.result.stopped = "max-hours"
+        self.log.write(
+            f"{opt('max_hours')} {self.settings.max_hours:g} reached; stopping before {item.rel}"
+        )
+        return True
+
+    def _save_report(self) -> None:
+        from vidsr.files import atomic_write_text
+
+        self.result.seconds = time.perf_counter() - self.t_start
+        if self.settings.report:
+            text = json.dumps(self.result.as_dict(), indent=1, default=str) + "\n"
+            try:
+                atomic_write_text(self.settings.report, text)
+            except OutputError as exc:
+                self.log.write(f"cannot write the report: {exc}")
+
+    # one file -----------------------------------------------------------------------------
+
+    def _file(self, n: int, item: BatchInput) -> None:
+        rep = self.result.files[n]
+        count = len(self.items)
+        self.emit(FileStarted(rep.rel, n, count, rep.input, rep.output))
+        if rep.status == "failed":  # its output name clashed or could not be made
+            self.log.write(f"[{n + 1}/{count}] {item.source}: FAILED: {rep.error}")
+            self.emit(FileDone(rep))
+            return
+        self.log.write(f"[{n + 1}/{count}] {item.source} -> {rep.output or '?'}")
+        t0 = time.perf_counter()
+        try:
+            if item.error:
+                raise InputError(item.error)
+            self._one(item, self.outputs[n], rep)
+        except BaseException as exc:
+            self._record_failure(rep, exc)
+        rep.seconds = rep.seconds or time.perf_counter() - t0
+        self._log_outcome(rep)
+        self.emit(FileDone(rep))
+        self._save_report()
+
+    def _record_failure(self, rep: FileReport, exc: BaseException) -> None:
+        """How a file's run ended, other than well: stopped, interrupted, or failed."""
+        result = self.result
+        if isinstance(exc, _StopBatch):
+            rep.status = "stopped"
+            result.stopped = "max-hours"
+            self.log.write(
+                f"  stopped after {rep.frames} of {rep.source_frames} frames: "
+                f"{opt('max_hours')} {self.settings.max_hours:g} reached; the next run "
+                "resumes here"
+            )
+        elif isinstance(exc, KeyboardInterrupt):  # Interrupted (Ctrl-C, SIGTERM) is one
+            rep.status = "stopped"
+            result.stopped = "interrupted"
+            stop = exc if isinstance(exc, Interrupted) else Interrupted("interrupted (Ctrl-C)")
+            result.interrupted = stop
+            rep.error = str(stop)
+            self.log.write(f"  interrupted: {stop}")
+        elif isinstance(exc, _Fatal):
+            _fail(rep, exc.error)
+            result.stopped = "fatal"
+            self.log.write(f"  FAILED: {rep.error}; stopping the batch (every file would fail)")
+        elif isinstance(exc, VidsrError):
+            _fail(rep, exc)
+            self.log.write(f"  FAILED: {rep.error}")
+        elif isinstance(exc, Exception):  # a bug: this file fails, the batch goes on
+            _fail(rep, exc)
+            self.log.write(f"  FAILED (internal error): {rep.error}\n{traceback.format_exc()}")
+        else:
+            raise exc
+
+    def _log_outcome(self, rep: FileReport) -> None:
+        if rep.status == "ok":
+            self.log.write(
+                f"  ok: {rep.frames} frames in {human_seconds(rep.seconds)} "
+                f"({rep.fps:.2f} fps), {human_bytes(rep.size)}"
+                + (f", {rep.resumed_frames} resumed" if rep.resumed_frames else "")
+            )
+        elif rep.status == "skipped":
+            self.log.write(f"  skipped: {rep.error or 'already done'}")
+
+    def _one(self, item: BatchInput, output: Path, rep: FileReport) -> None:
+        from vidsr.media.image import is_image_path
+        from vidsr.run.job import run_job
+        from vidsr.run.plan import plan_video
+
+        if is_image_path(item.source):
+            raise InputError(f"{item.source}: an image; batch takes videos (use `vidsr upscale`)")
+        if output.exists() and not self.settings.overwrite:
+            self._existing(item, output, rep)
+            return
+        if self.settings.dry_run:
+            plan = plan_video(item.source, self.resolved, output=output, **self._where(False))
+            rep.source_frames = plan.frames
+            if self.on_plan:
+                self.on_plan(plan)
+            rep.status = "planned"
+            return
+        output.parent.mkdir(parents=True, exist_ok=True)
+        plan = plan_video(
+            item.source,
+            self.resolved,
+            output=output,
+            work_dir=self._work_dir(output),
+            **self._where(True),
+        )
+        rep.source_frames = plan.frames
+        self._check_disk(plan)
+        self._get_ready()
+        t0 = time.perf_counter()
+        res = run_job(plan, self.executor, on_event=self._job_events(rep))
+        rep.seconds = time.perf_counter() - t0
+        rep.frames = res.frames
+        done_now = res.frames - rep.resumed_frames
+        rep.fps = done_now / rep.seconds if rep.seconds > 0 else 0.0
+        rep.damaged = [str(d) for d in res.damaged]
+        rep.size = output.stat().st_size
+        got = verify_output(output, plan.frames)
+        if got != plan.frames and not (self.settings.ignore_errors and res.damaged):
+            raise OutputError(f"the new output {output} has {got} frames, the source {plan.frames}")
+        rep.status, rep.error = "ok", None
+
+    def _existing(self, item: BatchInput, output: Path, rep: FileReport) -> None:
+        """An output already there: skipped when complete, refused otherwise (untouched)."""
         from vidsr.media.probe import probe
 
         source_frames = probe(item.source).video.frame_count
@@ -747,98 +785,76 @@ def _run_one(
         if frames == source_frames:
             rep.status, rep.error = "skipped", None
             return
-        if settings.ignore_errors and 0 < frames < source_frames:
+        if self.settings.ignore_errors and 0 < frames < source_frames:
             rep.status = "skipped"
             rep.error = (
-                f"kept: {frames} of {source_frames} frames (damaged source, --ignore-errors)"
+                f"kept: {frames} of {source_frames} frames (damaged source, "
+                f"{opt('ignore_errors', True)})"
             )
             return
         raise OutputError(
             f"existing output {output} has {frames} frames, the source {source_frames}; "
-            "pass --overwrite to redo it"
+            f"pass {opt('overwrite', True)} to redo it"
         )
-    plan_args = {
-        "model": cfg.model,
-        "scale": cfg.scale,
-        "encode": settings.encode,
-        "overwrite": settings.overwrite,
-    }
-    if settings.dry_run:  # plan against a scratch folder: a dry run creates nothing
-        with tempfile.TemporaryDirectory() as scratch:
-            plan = plan_video(item.source, Path(scratch) / output.name, **plan_args)
-        plan.output = output
-        rep.source_frames = plan.frames
-        if on_plan:
-            on_plan(plan)
-        rep.status = "planned"
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    plan = plan_video(item.source, output, **plan_args)
-    rep.source_frames = plan.frames
-    job = settings.job
-    if job.work_dir:
-        rel_out = output.relative_to(settings.outdir)
-        job = replace(job, work_dir=Path(job.work_dir) / f"{rel_out}{_WORK_SUFFIX}")
-    work_dir = Path(job.work_dir) if job.work_dir else default_work_dir(output)
-    if settings.check_disk:
-        need = disk_needed(plan, work_dir)
-        free = shutil.disk_usage(output.parent).free
+
+    def _where(self, check_output: bool) -> dict[str, Any]:
+        ex = self.executor
+        return {"check_output": check_output, "device": ex.name, "device_type": ex.device_type}
+
+    def _work_dir(self, output: Path) -> Path | None:
+        """A job's work folder below the batch's work folder root, if one was given."""
+        root = self.settings.work_dir
+        if not root:
+            return None
+        return Path(root) / f"{output.relative_to(self.outdir)}{WORK_SUFFIX}"
+
+    def _check_disk(self, plan: Any) -> None:
+        if self.settings.no_disk_check:
+            return
+        need = disk_needed(plan, plan.work_dir)
+        free = shutil.disk_usage(plan.output.parent).free
         if free < need:
             raise OutputError(
-                f"not enough free disk space in {output.parent}: this file needs about "
+                f"not enough free disk space in {plan.output.parent}: this file needs about "
                 f"{human_bytes(need)} (estimate), {human_bytes(free)} free"
             )
-    upscaler = None
-    device = _single_slot(job, cfg)
-    if device is not None:  # built once, on the device run_job would use, for every file
-        if state["upscaler"] is None:
-            from vidsr.pipeline.infer import build_upscaler
 
-            try:
-                state["upscaler"] = build_upscaler(replace(cfg, device=device))
-            except VidsrError as exc:
-                raise _Fatal(exc) from exc
-        upscaler = state["upscaler"]
-    progress = {"todo": 0, "done": 0}
+    def _get_ready(self) -> None:
+        """Load the model once, before the first job: if it cannot be loaded, every file would
+        fail the same way."""
+        from vidsr.run.job import weights_digest_for
 
-    def on_job_event(event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            progress["todo"] = event.get("chunks_todo", 0)
-            rep.resumed_frames = rep.frames = event.get("frames_done", 0)
-            if rep.resumed_frames:
-                log.write(
-                    f"  resuming: {rep.resumed_frames} of {event.get('frames')} frames done, "
-                    f"{progress['todo']} of {event.get('chunks')} chunks to do"
+        if self.ready:
+            return
+        try:
+            weights_digest_for(self.executor, self.resolved)
+        except VidsrError as exc:
+            raise _Fatal(exc) from exc
+        self.ready = True
+
+    def _job_events(self, rep: FileReport) -> EventSink:
+        """The job's event sink: the batch's ``on_event`` (events wrapped with the file),
+        the log, and the ``--max-hours`` stop after a chunk."""
+        progress = {"todo": 0, "done": 0}
+
+        def on_job_event(event: Event) -> None:
+            if isinstance(event, JobStarted):
+                progress["todo"] = event.chunks_todo
+                rep.resumed_frames = rep.frames = event.frames_done
+                if rep.resumed_frames:
+                    self.log.write(
+                        f"  resuming: {rep.resumed_frames} of {event.frames} frames done, "
+                        f"{progress['todo']} of {event.chunks} chunks to do"
+                    )
+            self.emit(InFile(rep.rel, event))
+            if isinstance(event, ChunkDone):
+                progress["done"] += 1
+                rep.frames += event.frames
+                self.log.write(
+                    f"  chunk {event.index} done: frames {event.start}-{event.end} ({event.worker})"
                 )
-        emit({**event, "file": rep.rel})
-        if kind == "chunk_done":
-            progress["done"] += 1
-            rep.frames += event.get("frames", 0)
-            log.write(
-                f"  chunk {event.get('index')} done: frames {event.get('start')}-"
-                f"{event.get('end')} ({event.get('worker')})"
-            )
-            if deadline is not None and progress["done"] < progress["todo"] and clock() >= deadline:
-                raise _StopBatch()
+                more = progress["done"] < progress["todo"]
+                if self.deadline is not None and more and self.clock() >= self.deadline:
+                    raise _StopBatch()
 
-    t0 = time.perf_counter()
-    res = run_job(
-        plan,
-        cfg,
-        job,
-        upscaler=upscaler,
-        batch_size=settings.batch_size,
-        ignore_errors=settings.ignore_errors,
-        on_event=on_job_event,
-    )
-    rep.seconds = time.perf_counter() - t0
-    rep.frames = res.frames
-    done_now = res.frames - rep.resumed_frames
-    rep.fps = done_now / rep.seconds if rep.seconds > 0 else 0.0
-    rep.damaged = [str(d) for d in res.damaged]
-    rep.size = output.stat().st_size
-    got = verify_output(output, plan.frames)
-    if got != plan.frames and not (settings.ignore_errors and res.damaged):
-        raise OutputError(f"the new output {output} has {got} frames, the source {plan.frames}")
-    rep.status, rep.error = "ok", None
+        return on_job_event

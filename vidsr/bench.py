@@ -39,7 +39,6 @@ import datetime
 import math
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from vidsr.errors import PipelineError, UsageError
+from vidsr.errors import PipelineError, UsageError, opt
+from vidsr.settings import Settings, make_settings
 
 OnStage = Callable[[str], None]
 
@@ -73,14 +73,13 @@ _QUIET = ("-hide_banner", "-loglevel", "error")
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"128x72"`` -> ``(128, 72)``. Even sizes from 16x16 to 7680x4320 (4:2:0 video)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
-    if not m:
-        raise UsageError(f"--size takes WIDTHxHEIGHT (e.g. 128x72), not {text!r}")
-    w, h = int(m.group(1)), int(m.group(2))
-    if not (16 <= w <= 7680 and 16 <= h <= 4320) or w % 2 or h % 2:
-        raise UsageError(f"--size {w}x{h}: width and height must be even, 16x16 to 7680x4320")
-    return w, h
+    """``"128x72"`` -> ``(128, 72)``, checked as the ``size`` option checks it (even sizes
+    from 16x16 to 7680x4320: 4:2:0 video)."""
+    from vidsr.options import find
+
+    option = find("bench", "size")
+    assert option is not None
+    return option.read(text, "cli")
 
 
 def make_clip(path: Path, width: int, height: int, frames: int, rate: int = _RATE) -> Path:
@@ -526,290 +525,335 @@ def _bench_serial(
 
 
 def run_bench(
+    settings: Settings,
     *,
-    model: str = "realesr-animevideov3",
-    size: tuple[int, int] = (128, 72),
-    frames: int = 48,
-    device: str = "auto",
-    precision: str = "auto",
-    batch_size: int = 0,
-    lanes: int = 0,
-    device_colour: str = "auto",
-    codec: str = "libx264",
-    compile: bool = False,
     work_dir: str | os.PathLike[str] | None = None,
     on_stage: OnStage | None = None,
 ) -> dict[str, Any]:
-    """Measure every stage (see the module docstring) and return one flat dict: ``*_fps`` per
-    stage, ``pipeline_frames``, ``peak_rss_mb``, ``peak_gpu_mb``, ``stage_peak_rss_mb``,
-    ``pipeline_stages`` (the run's own per-stage busy figures), ``settings`` and ``machine``.
-    ``work_dir``: where the clip and outputs go (default: a temporary folder, removed)."""
-    import numpy as np
-    import torch
-
-    from vidsr.config import InferConfig
-    from vidsr.jobs.runner import JobOptions, run_job
-    from vidsr.media.colour import planar_layout, rgb_to_planes, rgb_to_tensor, tensor_to_rgb
-    from vidsr.media.decode import decode_frames
-    from vidsr.media.encode import source_encoder_colour
-    from vidsr.media.probe import probe
-    from vidsr.models.loader import load_network
-    from vidsr.pipeline.encoder_process import encoder_pool
-    from vidsr.pipeline.infer import Upscaler, compiled, resolve_device, resolve_precision
-    from vidsr.pipeline.lanes import auto_lanes
-    from vidsr.pipeline.video import (
-        EncodeConfig,
-        auto_batch_size,
-        plan_device_colour,
-        plan_video,
-        upscale_segment,
-    )
-
-    width, height = size
-    if frames < 1:
-        raise UsageError("--frames must be at least 1")
-    if batch_size < 0:
-        raise UsageError("--batch-size must be 0 (auto) or positive")
-    if lanes < 0:
-        raise UsageError("--lanes must be 0 (auto) or positive")
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
-    say = on_stage or (lambda name: None)
-
-    net = load_network(model)
-    if height % net.size_multiple or width % net.size_multiple:
-        raise UsageError(f"--size must be a multiple of {net.size_multiple} for {model}")
-    # Copies with plain NCHW weights, made before the Upscaler turns the weights channels_last.
-    weight_dtype = torch.float32 if (dev.type == "cpu" and dtype == torch.bfloat16) else dtype
-    nchw_module = _contiguous_copy(net.module, dev, weight_dtype)
-    serial_half = dev.type == "cuda"  # Real-ESRGAN: fp16 on a GPU unless --fp32; CPU fp32
-    serial_module = _contiguous_copy(
-        net.module, dev, torch.float16 if serial_half else torch.float32
-    )
-    upscaler = Upscaler(net, device=dev, dtype=dtype)
-    if compile:
-        upscaler.module = compiled(upscaler.module)
-    scale = net.scale
-    ow, oh = width * scale, height * scale
-    bs = batch_size or auto_batch_size(upscaler, height, width)
-    n_lanes = (lanes or auto_lanes(dev, height, width, scale=scale)) if dev.type == "cpu" else 1
-    upscaler.lanes = n_lanes
-    upscaler.device_colour = device_colour
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    gpu_peaks: dict[str, float | None] = {}
-    other_cpu: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def stage(name: str) -> Iterator[None]:
-        say(name)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-            torch.cuda.reset_peak_memory_stats(dev)
-        with sampler.stage(name), CpuAccount() as acct:
-            yield
-        if acct.other is not None:
-            other_cpu[name] = round(acct.other, 2)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-            gpu_peaks[name] = _mb(torch.cuda.max_memory_allocated(dev))
-
-    seconds: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    machine = machine_info(dev)
+    """Measure every stage (see the module docstring) for the bench's ``settings`` and return
+    one flat dict: ``*_fps`` per stage, ``pipeline_frames``, ``peak_rss_mb``, ``peak_gpu_mb``,
+    ``stage_peak_rss_mb``, ``pipeline_stages`` (the run's own per-stage busy figures),
+    ``settings`` and ``machine``. ``work_dir``: where the clip and outputs go (default: a
+    temporary folder, removed)."""
+    bench = _Bench(settings, on_stage or (lambda name: None))
     tmp_ctx: Any = (
         tempfile.TemporaryDirectory(prefix="vidsr-bench-")
         if work_dir is None
         else contextlib.nullcontext(str(work_dir))
     )
     with tmp_ctx as tmp_name, MemorySampler() as sampler, CpuAccount() as cpu:
+        bench.sampler = sampler
         tmp = Path(tmp_name)
         tmp.mkdir(parents=True, exist_ok=True)
-        say("clip")
-        clip = make_clip(tmp / "clip.mkv", width, height, frames)
-        info = probe(clip)
-        if info.video.frame_count != frames:
-            raise PipelineError(f"the generated clip has {info.video.frame_count} frames")
+        bench.make_clip(tmp)
+        bench.decode_stages()
+        bench.model_stages()
+        bench.encode_stages(tmp)
+        bench.serial_stage(tmp)
+        bench.segment_stage(tmp)
+        bench.pipeline_stage(tmp)
+    return bench.summary(cpu)
+
+
+class _Bench:
+    """The state of one ``run_bench``: the model in its forms, the clip, and the figures."""
+
+    def __init__(self, settings: Settings, say: OnStage) -> None:
+        import torch
+
+        from vidsr.media.encode import resolve_codec
+        from vidsr.models.loader import load_network
+        from vidsr.pipeline.infer import Upscaler, compiled, resolve_device, resolve_precision
+        from vidsr.pipeline.lanes import auto_lanes
+        from vidsr.pipeline.video import auto_batch_size
+
+        self.settings = settings
+        self.say = say
+        self.width, self.height = settings.size
+        self.dev = dev = resolve_device(settings.device)
+        dtype = resolve_precision(settings.precision, dev)
+        net = load_network(settings.model)
+        if self.height % net.size_multiple or self.width % net.size_multiple:
+            raise UsageError(
+                f"{opt('size')} must be a multiple of {net.size_multiple} for {settings.model}"
+            )
+        # Copies with plain NCHW weights, made before the Upscaler turns the weights channels_last.
+        weight_dtype = torch.float32 if (dev.type == "cpu" and dtype == torch.bfloat16) else dtype
+        self.nchw_module: Any = _contiguous_copy(net.module, dev, weight_dtype)
+        self.serial_half = dev.type == "cuda"  # Real-ESRGAN: fp16 on a GPU unless --fp32
+        self.serial_module: Any = _contiguous_copy(
+            net.module, dev, torch.float16 if self.serial_half else torch.float32
+        )
+        self.upscaler = Upscaler(net, device=dev, dtype=dtype)
+        if settings.compile:
+            self.upscaler.module = compiled(self.upscaler.module)
+        self.scale = net.scale
+        self.codec = resolve_codec(settings.codec, dev.type)
+        self.ow, self.oh = self.width * self.scale, self.height * self.scale
+        self.bs = settings.batch_size or auto_batch_size(self.upscaler, self.height, self.width)
+        self.lanes = (
+            (settings.lanes or auto_lanes(dev, self.height, self.width, scale=self.scale))
+            if dev.type == "cpu"
+            else 1
+        )
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        self.gpu_peaks: dict[str, float | None] = {}
+        self.other_cpu: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.machine = machine_info(dev)
+        self.sampler: Any = None
+        self.clip: Path | None = None
+        self.info: Any = None
+        self.rgbs: list[Any] = []
+        self.frames_up: list[Any] = []
+        self.seg: Any = None
+        self.result: Any = None
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        import torch
+
+        dev = self.dev
+        self.say(name)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+        with self.sampler.stage(name), CpuAccount() as acct:
+            yield
+        if acct.other is not None:
+            self.other_cpu[name] = round(acct.other, 2)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            self.gpu_peaks[name] = _mb(torch.cuda.max_memory_allocated(dev))
+
+    def make_clip(self, tmp: Path) -> None:
+        from vidsr.media.probe import probe
+
+        frames = self.settings.frames
+        self.say("clip")
+        self.clip = make_clip(tmp / "clip.mkv", self.width, self.height, frames)
+        self.info = probe(self.clip)
+        if self.info.video.frame_count != frames:
+            raise PipelineError(f"the generated clip has {self.info.video.frame_count} frames")
+
+    def decode_stages(self) -> None:
+        from vidsr.media.colour import planar_layout
 
         # Distinct frames for the model batch and the encoder (a repeated frame would make
         # x264's work trivial): up to 16, at most ~256 MB of upscaled pixels.
-        keep = max(1, min(frames, 16, (256 << 20) // (oh * ow * 3)))
-        with stage("decode"):
-            seconds["decode"], counts["decode"], kept = _bench_decode(clip, info, keep)
-        rgbs = [f.rgb for f in kept]
-        src_layout = planar_layout(info.video.pix_fmt)
-        if src_layout is not None:
-            with stage("decode_planes"):
-                seconds["decode_planes"], counts["decode_planes"], _ = _bench_decode(
-                    clip, info, 0, planes=True
+        frames = self.settings.frames
+        keep = max(1, min(frames, 16, (256 << 20) // (self.oh * self.ow * 3)))
+        with self.stage("decode"):
+            self.seconds["decode"], self.counts["decode"], kept = _bench_decode(
+                self.clip, self.info, keep
+            )
+        self.rgbs = [f.rgb for f in kept]
+        if planar_layout(self.info.video.pix_fmt) is not None:
+            with self.stage("decode_planes"):
+                self.seconds["decode_planes"], self.counts["decode_planes"], _ = _bench_decode(
+                    self.clip, self.info, 0, planes=True
                 )
 
-        x = _batch_tensor(rgbs, bs, dev)
-        counts["model"] = counts["model_nchw"] = math.ceil(frames / bs) * bs
-        with stage("model"):
-            seconds["model"] = _bench_forward(upscaler, x, frames, dev)
-        counts["model_lanes"] = counts["model"]
-        with stage("model_lanes"):
-            seconds["model_lanes"] = (
-                _bench_forward_lanes(upscaler, x, frames, n_lanes)
-                if n_lanes > 1
-                else _bench_forward(upscaler, x, frames, dev)
-            )
-        with stage("model_nchw"):
-            seconds["model_nchw"] = _bench_forward(
-                _nchw_call(nchw_module, dtype, dev), x, frames, dev
-            )
-        del nchw_module
+    def model_stages(self) -> None:
+        import numpy as np
 
-        # Upscaled frames for the encoder: the model's own output for the kept frames.
-        frames_up = [
-            tensor_to_rgb(upscaler(_batch_tensor([rgb], 1, dev)), np.uint8)[0] for rgb in rgbs
-        ]
-        del x
-        with stage("encode"):
-            seconds["encode"] = _bench_encode(
-                tmp / "encode.mkv", info, frames_up, frames, ow, oh, codec
+        from vidsr.media.colour import tensor_to_rgb
+
+        frames, dev, up = self.settings.frames, self.dev, self.upscaler
+        x = _batch_tensor(self.rgbs, self.bs, dev)
+        self.counts["model"] = self.counts["model_nchw"] = math.ceil(frames / self.bs) * self.bs
+        with self.stage("model"):
+            self.seconds["model"] = _bench_forward(up, x, frames, dev)
+        self.counts["model_lanes"] = self.counts["model"]
+        with self.stage("model_lanes"):
+            self.seconds["model_lanes"] = (
+                _bench_forward_lanes(up, x, frames, self.lanes)
+                if self.lanes > 1
+                else _bench_forward(up, x, frames, dev)
             )
-        counts["encode"] = frames
-        out_fmt, out_colour = source_encoder_colour(info, width=ow, height=oh, codec=codec)
+        with self.stage("model_nchw"):
+            call = _nchw_call(self.nchw_module, up.dtype, dev)
+            self.seconds["model_nchw"] = _bench_forward(call, x, frames, dev)
+        self.nchw_module = None
+        # Upscaled frames for the encoder: the model's own output for the kept frames.
+        self.frames_up = [
+            tensor_to_rgb(up(_batch_tensor([rgb], 1, dev)), np.uint8)[0] for rgb in self.rgbs
+        ]
+
+    def encode_stages(self, tmp: Path) -> None:
+        import numpy as np
+
+        from vidsr.media.colour import planar_layout, rgb_to_planes, rgb_to_tensor
+        from vidsr.media.encode import source_encoder_colour
+
+        frames, codec, ow, oh = self.settings.frames, self.codec, self.ow, self.oh
+        with self.stage("encode"):
+            self.seconds["encode"] = _bench_encode(
+                tmp / "encode.mkv", self.info, self.frames_up, frames, ow, oh, codec
+            )
+        self.counts["encode"] = frames
+        out_fmt, out_colour = source_encoder_colour(self.info, width=ow, height=oh, codec=codec)
         out_layout = planar_layout(out_fmt)
         if out_layout is not None:  # the same frames as the encoder's planes, made on the device
             planes_up = []
-            for rgb in frames_up:
-                t = rgb_to_tensor(rgb, device=dev)
-                p = (
-                    rgb_to_planes(
-                        t, out_layout, matrix=out_colour.matrix, colour_range=out_colour.range
-                    )[0]
-                    .cpu()
-                    .numpy()
-                )
+            for rgb in self.frames_up:
+                t = rgb_to_tensor(rgb, device=self.dev)
+                p = rgb_to_planes(
+                    t, out_layout, matrix=out_colour.matrix, colour_range=out_colour.range
+                )[0]
+                p = p.cpu().numpy()
                 planes_up.append(p if p.dtype == np.uint8 else p.view(np.uint16))
-            with stage("encode_planes"):
-                seconds["encode_planes"] = _bench_encode(
-                    tmp / "encode_planes.mkv", info, planes_up, frames, ow, oh, codec, planes=True
+            with self.stage("encode_planes"):
+                self.seconds["encode_planes"] = _bench_encode(
+                    tmp / "encode_planes.mkv", self.info, planes_up, frames, ow, oh, codec, True
                 )
-            counts["encode_planes"] = frames
-            del planes_up
-        del frames_up
+            self.counts["encode_planes"] = frames
+        self.frames_up = []
 
+    def serial_stage(self, tmp: Path) -> None:
+        import torch
+
+        module = self.serial_module
         with torch.no_grad():  # warm the serial model up too: steady state on both sides
-            serial_module(
-                torch.zeros(
-                    (1, 3, height, width), device=dev, dtype=next(serial_module.parameters()).dtype
-                )
-            )
-        with stage("serial"):
-            seconds["serial"], counts["serial"] = _bench_serial(
-                clip,
+            dtype = next(module.parameters()).dtype
+            module(torch.zeros((1, 3, self.height, self.width), device=self.dev, dtype=dtype))
+        with self.stage("serial"):
+            self.seconds["serial"], self.counts["serial"] = _bench_serial(
+                self.clip,
                 tmp / "serial.mkv",
-                serial_module,
-                device=dev,
-                half=serial_half,
-                width=width,
-                height=height,
-                scale=scale,
-                codec=codec,
+                module,
+                device=self.dev,
+                half=self.serial_half,
+                width=self.width,
+                height=self.height,
+                scale=self.scale,
+                codec=self.codec,
             )
-        del serial_module
+        self.serial_module = None
 
-        encode = EncodeConfig(codec=codec)
-        with stage("segment"):
+    def segment_stage(self, tmp: Path) -> None:
+        import numpy as np
+
+        from vidsr.jobs.chunk import encoder_kwargs
+        from vidsr.media.decode import decode_frames
+        from vidsr.pipeline.video import plan_device_colour, upscale_segment
+
+        with self.stage("segment"):
             t0 = time.perf_counter()
             seg_kwargs = {
                 "path": tmp / "segment.mkv",
-                "info": info,
-                "width": ow,
-                "height": oh,
-                **encode.encoder_kwargs(),
+                "info": self.info,
+                "width": self.ow,
+                "height": self.oh,
+                **encoder_kwargs(self._run_settings(tmp)),
             }
-            colour = plan_device_colour(info, seg_kwargs, dev, device_colour)
-            seg = upscale_segment(
-                decode_frames(clip, info=info, planes=bool(colour and colour.source)),
-                upscaler=upscaler,
+            colour = plan_device_colour(
+                self.info, seg_kwargs, self.dev, self.settings.device_colour
+            )
+            self.seg = upscale_segment(
+                decode_frames(self.clip, info=self.info, planes=bool(colour and colour.source)),
+                upscaler=self.upscaler,
                 encoder_kwargs=seg_kwargs,
-                out_shape=(oh, ow, 3),
+                out_shape=(self.oh, self.ow, 3),
                 out_dtype=np.dtype(np.uint8),
-                batch_size=bs,
-                lanes=n_lanes,
+                batch_size=self.bs,
+                lanes=self.lanes,
                 device_colour=colour,
             )
-            seconds["segment"] = time.perf_counter() - t0
-        counts["segment"] = seg.frames
+            self.seconds["segment"] = time.perf_counter() - t0
+        self.counts["segment"] = self.seg.frames
+
+    def _run_settings(self, tmp: Path) -> Settings:
+        """The settings of the ``vidsr upscale`` run the pipeline stage makes."""
+        s = self.settings
+        return make_settings(
+            "upscale",
+            {
+                "model": s.model,
+                "device": str(self.dev),
+                "precision": self.upscaler.precision_name,
+                "batch_size": self.bs,
+                "lanes": self.lanes,
+                "device_colour": s.device_colour,
+                "codec": self.codec,
+                "compile": s.compile,
+                "output": tmp / "pipeline.mkv",
+                "work_dir": tmp / "pipeline-work",
+                "overwrite": True,
+            },
+        )
+
+    def pipeline_stage(self, tmp: Path) -> None:
+        from vidsr.jobs.local import InProcessExecutor
+        from vidsr.pipeline.encoder_process import encoder_pool
+        from vidsr.run.job import prepare, run_job
 
         # As `vidsr upscale` does, the encoder process is started before torch and the model
         # load (the load is not timed here): ready before the timer starts.
-        with encoder_pool(prestart=True, wait=True), stage("pipeline"):
+        executor = InProcessExecutor(str(self.dev), self.upscaler)
+        with encoder_pool(prestart=True, wait=True), self.stage("pipeline"):
             t0 = time.perf_counter()
-            plan = plan_video(
-                clip, tmp / "pipeline.mkv", model=model, scale=None, encode=encode, overwrite=True
-            )
-            config = InferConfig(
-                model=model,
-                device=str(dev),
-                precision=upscaler.precision_name,
-                lanes=n_lanes,
-                device_colour=device_colour,
-            )
-            result = run_job(
-                plan,
-                config,
-                JobOptions(work_dir=tmp / "pipeline-work"),
-                upscaler=upscaler,
-                batch_size=bs,
-            )
-            seconds["pipeline"] = time.perf_counter() - t0
-        counts["pipeline"] = result.frames
+            plan = prepare(self._run_settings(tmp), self.clip, executor)
+            self.result = run_job(plan, executor)
+            self.seconds["pipeline"] = time.perf_counter() - t0
+        self.counts["pipeline"] = self.result.frames
 
-    out: dict[str, Any] = {}
-    for name in STAGES:  # a stage that does not apply (RGB formats for *_planes) is None
-        fps = counts[name] / seconds[name] if seconds.get(name) else None
-        out[f"{name}_fps"] = None if fps is None else round(fps, 3)
-    model_fps, pipeline_fps, serial_fps = out["model_fps"], out["pipeline_fps"], out["serial_fps"]
-    out.update(
-        {
-            "pipeline_frames": counts["pipeline"],
-            "segment_frames": counts["segment"],
-            "serial_frames": counts["serial"],
-            "decode_frames": counts["decode"],
-            "pipeline_vs_model": round(pipeline_fps / model_fps, 3) if model_fps else None,
-            "pipeline_vs_model_lanes": (
-                round(pipeline_fps / out["model_lanes_fps"], 3) if out["model_lanes_fps"] else None
-            ),
-            "pipeline_vs_serial": round(pipeline_fps / serial_fps, 3) if serial_fps else None,
-            "seconds": {k: round(v, 3) for k, v in seconds.items()},
-            "pipeline_stages": {k: v.as_dict() for k, v in result.stages.items()},
-            "segment_stages": {k: v.as_dict() for k, v in seg.stages.items()},
-            "pipeline_bound": result.bound,
-            "wall_seconds": round(cpu.wall, 2),
-            "own_cpu_seconds": round(cpu.own, 2),
-            "other_cpu_seconds": None if cpu.other is None else round(cpu.other, 2),
-            "stage_other_cpu_seconds": other_cpu or None,
-            "peak_rss_mb": _mb(sampler.peak),
-            "stage_peak_rss_mb": {k: _mb(v) for k, v in sampler.peaks.items()},
-            "rss_method": sampler.method,
-            "peak_gpu_mb": max((v for v in gpu_peaks.values() if v is not None), default=None),
-            "stage_peak_gpu_mb": gpu_peaks or None,
-            "settings": {
-                "model": model,
-                "size": f"{width}x{height}",
-                "output_size": f"{ow}x{oh}",
-                "frames": frames,
-                "device": str(dev),
-                "precision": upscaler.precision_name,
-                "batch_size": bs,
-                "lanes": n_lanes,
-                "device_colour": device_colour,
-                "codec": codec,
-                "compile": compile,
-                "serial_precision": "fp16" if serial_half else "fp32",
-            },
-            "machine": machine,
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "argv": sys.argv[1:],
-        }
-    )
-    return out
+    def summary(self, cpu: CpuAccount) -> dict[str, Any]:
+        counts, seconds, s = self.counts, self.seconds, self.settings
+        out: dict[str, Any] = {}
+        for name in STAGES:  # a stage that does not apply (RGB formats for *_planes) is None
+            fps = counts[name] / seconds[name] if seconds.get(name) else None
+            out[f"{name}_fps"] = None if fps is None else round(fps, 3)
+
+        def ratio(a: float | None, b: float | None) -> float | None:
+            return round(a / b, 3) if a and b else None
+
+        pipeline_fps = out["pipeline_fps"]
+        sampler, gpu_peaks = self.sampler, self.gpu_peaks
+        out.update(
+            {
+                "pipeline_frames": counts["pipeline"],
+                "segment_frames": counts["segment"],
+                "serial_frames": counts["serial"],
+                "decode_frames": counts["decode"],
+                "pipeline_vs_model": ratio(pipeline_fps, out["model_fps"]),
+                "pipeline_vs_model_lanes": ratio(pipeline_fps, out["model_lanes_fps"]),
+                "pipeline_vs_serial": ratio(pipeline_fps, out["serial_fps"]),
+                "seconds": {k: round(v, 3) for k, v in seconds.items()},
+                "pipeline_stages": {k: v.as_dict() for k, v in self.result.stages.items()},
+                "segment_stages": {k: v.as_dict() for k, v in self.seg.stages.items()},
+                "pipeline_bound": self.result.bound,
+                "wall_seconds": round(cpu.wall, 2),
+                "own_cpu_seconds": round(cpu.own, 2),
+                "other_cpu_seconds": None if cpu.other is None else round(cpu.other, 2),
+                "stage_other_cpu_seconds": self.other_cpu or None,
+                "peak_rss_mb": _mb(sampler.peak),
+                "stage_peak_rss_mb": {k: _mb(v) for k, v in sampler.peaks.items()},
+                "rss_method": sampler.method,
+                "peak_gpu_mb": max((v for v in gpu_peaks.values() if v is not None), default=None),
+                "stage_peak_gpu_mb": gpu_peaks or None,
+                "settings": {
+                    "model": s.model,
+                    "size": f"{self.width}x{self.height}",
+                    "output_size": f"{self.ow}x{self.oh}",
+                    "frames": s.frames,
+                    "device": str(self.dev),
+                    "precision": self.upscaler.precision_name,
+                    "batch_size": self.bs,
+                    "lanes": self.lanes,
+                    "device_colour": s.device_colour,
+                    "codec": self.codec,
+                    "compile": s.compile,
+                    "serial_precision": "fp16" if self.serial_half else "fp32",
+                },
+                "machine": self.machine,
+                "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "argv": sys.argv[1:],
+            }
+        )
+        return out
 
 
 # --- output -----------------------------------------------------------------------------------

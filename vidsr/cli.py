@@ -1,7 +1,9 @@
-"""The command line: click commands -> frozen config -> library calls.
+"""The command line: click commands -> frozen settings -> library calls.
 
-This module owns progress bars and exit codes; the work is done in the library. Heavy
-imports (torch, av) happen inside commands so that ``vidsr --help`` is instant.
+Every option of ``upscale``, ``batch``, ``bench`` and ``preview`` is built from the option
+table (:mod:`vidsr.options`); this module only parses, prints, draws progress bars and maps
+errors to one line and an exit code (:mod:`vidsr.errors`). Heavy imports (torch, av) happen
+inside commands so that ``vidsr --help`` is instant.
 """
 
 from __future__ import annotations
@@ -16,16 +18,95 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from vidsr.batch import DEFAULT_NAME, ORDERS
-from vidsr.config import SWITCH
-from vidsr.errors import InputError, Interrupted, UsageError, VidsrError
-from vidsr.presets import apply_preset, preset_option
+from vidsr.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    InputError,
+    Interrupted,
+    Terminated,
+    VidsrError,
+    spelling,
+)
+from vidsr.options import Option, options_for
+from vidsr.run.events import ChunkDone, Event, Failed, InFile, JobStarted, Progress
+from vidsr.settings import Settings, make_settings
 
-EXIT_INTERNAL = 70
+# --- options from the table -------------------------------------------------------------------
 
 
-def _progress_bar(desc: str) -> Callable[[int, int], None]:
+def _shown_default(option: Option) -> str | None:
+    """The default as ``--help`` shows it (None: nothing to show)."""
+    d = option.default
+    if d is None or d == () or option.kind.flag:
+        return None
+    if option.kind.name == "size":
+        return f"{d[0]}x{d[1]}"
+    if isinstance(d, tuple):
+        return ",".join(str(v) for v in d)
+    return str(d)
+
+
+def click_option(option: Option) -> Callable[[Any], Any]:
+    """The click option for a table entry. Values arrive as text and are read and checked by
+    the table (so a bad value gets the same message as from Python or a preset); click's
+    default is only shown, never used (options not given keep the table's default)."""
+    decls = [option.flag, *([option.short] if option.short else []), option.name]
+    if option.kind.flag:
+        return click.option(*decls, is_flag=True, default=False, help=option.help)
+    metavar = option.metavar or (
+        "[" + "|".join(option.choices) + "]" if option.choices else option.kind.metavar
+    )
+    shown = _shown_default(option)
+    return click.option(
+        *decls,
+        default=None if option.kind.multiple else shown,
+        multiple=option.kind.multiple,
+        metavar=metavar,
+        show_default=shown is not None,
+        help=option.help,
+    )
+
+
+def table_options(command: str) -> Callable[[Any], Any]:
+    """Decorate a command with every option the table declares for ``command``."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options_for(command)):
+            func = click_option(option)(func)
+        return func
+
+    return decorate
+
+
+_GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT, ParameterSource.PROMPT)
+
+
+def settings_from_cli(command: str, opts: dict[str, Any]) -> Settings:
+    """``command``'s settings from the options given on this command line (read as text and
+    checked by the table), a ``--preset`` filling in below them."""
+    from vidsr.options import read_values
+    from vidsr.run.presets import with_preset
+
+    ctx = click.get_current_context()
+    given = {
+        o.name: opts[o.name]
+        for o in options_for(command)
+        if o.name in opts and ctx.get_parameter_source(o.name) in _GIVEN
+    }
+    values = read_values(command, given, "cli")
+    return make_settings(command, with_preset(values, command), "api")
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, default=str))
+
+
+def _download_bar(desc: str) -> Callable[[int, int], None]:
     """A download progress callback (done_bytes, total_bytes) drawing a tqdm bar on stderr."""
     from tqdm import tqdm
 
@@ -44,376 +125,28 @@ def _progress_bar(desc: str) -> Callable[[int, int], None]:
     return update
 
 
-def infer_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every processing command shares."""
-    options = [
-        click.option(
-            "--model",
-            "-m",
-            default="realesr-animevideov3",
-            show_default=True,
-            help="Registry name (see `vidsr models list`), imported name, or a "
-            ".pth/.safetensors/.param file.",
-        ),
-        click.option(
-            "--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N."
-        ),
-        click.option(
-            "--precision",
-            type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
-            default="auto",
-            show_default=True,
-            help="auto = fp16 on CUDA, fp32 on CPU. fp16 on CPU is refused.",
-        ),
-        click.option(
-            "--tile",
-            type=int,
-            default=0,
-            show_default=True,
-            help="Tile edge in input pixels (0 = whole frame).",
-        ),
-        click.option(
-            "--tile-pad",
-            type=int,
-            default=10,
-            show_default=True,
-            help="Context pixels around each tile.",
-        ),
-        click.option(
-            "--scale",
-            "-s",
-            type=float,
-            default=None,
-            help="Final scale factor (default: the model's own).",
-        ),
-        click.option(
-            "--denoise-strength",
-            type=float,
-            default=None,
-            help="realesr-general-x4v3 only: 0 keeps noise, 1 removes it "
-            "(default 0.5, as Real-ESRGAN).",
-        ),
-        click.option(
-            "--output",
-            "-o",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="Output file (or folder for a folder input).",
-        ),
-        click.option("--overwrite", is_flag=True, help="Replace an existing output."),
-        click.option(
-            "--compile",
-            "use_compile",
-            is_flag=True,
-            help="torch.compile the model (compiles on the first frames; see docs/BENCHMARKS.md).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+class FrameBar:
+    """A tqdm bar on stderr following a job's events (a resumed job starts where it was)."""
 
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
 
-def _infer_config(opts: dict[str, Any]):  # -> InferConfig (lazy import)
-    from vidsr.config import InferConfig
-
-    return InferConfig(
-        model=opts["model"],
-        device=opts["device"],
-        precision=opts["precision"],
-        tile=opts["tile"],
-        tile_pad=opts["tile_pad"],
-        scale=opts["scale"],
-        denoise_strength=opts["denoise_strength"],
-        lanes=opts.get("lanes", 0),
-        device_colour=opts.get("device_colour", "auto"),
-        compile=opts.get("use_compile", False),
-        hw_decode=opts.get("hw_decode", "off"),
-    )
-
-
-def _scale_label(scale: float) -> str:
-    return str(int(scale)) if float(scale).is_integer() else f"{scale:g}"
-
-
-def _model_label(model: str) -> str:
-    p = Path(model)
-    return p.stem if p.suffix.lower() in (".pth", ".pt", ".safetensors", ".param") else model
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="vidsr")
-def cli() -> None:
-    """vidsr: video and image super-resolution with the Real-ESRGAN generators."""
-
-
-def _switch(flag: str, help: str, default: str = "auto") -> Callable[..., Any]:
-    """An auto/on/off option (:data:`vidsr.config.SWITCH`)."""
-    return click.option(
-        flag, type=click.Choice(list(SWITCH)), default=default, show_default=True, help=help
-    )
-
-
-def video_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Encoding and pipeline options for video inputs."""
-    options = [
-        click.option(
-            "--codec",
-            default="libx264",
-            show_default=True,
-            help="libx264, libx265, libsvtav1, h264_nvenc, hevc_nvenc, ffv1 (lossless), or auto "
-            "(h264_nvenc with CUDA where it opens, else libx264).",
-        ),
-        click.option(
-            "--crf", type=float, default=None, help="Quality (lower is better); default per codec."
-        ),
-        click.option("--encoder-preset", default=None, help="Encoder speed preset."),
-        click.option(
-            "--pix-fmt",
-            default=None,
-            help="Output pixel format (default: the source's bit depth, 4:2:0).",
-        ),
-        click.option(
-            "--encoder-opt",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Passed to the encoder; repeatable.",
-        ),
-        click.option(
-            "--batch-size",
-            type=int,
-            default=0,
-            show_default=True,
-            help="Frames per model call (0 = auto).",
-        ),
-        click.option(
-            "--lanes",
-            type=int,
-            default=0,
-            show_default=True,
-            help="CPU only: batches run at once, each on a share of the threads (0 = auto).",
-        ),
-        _switch(
-            "--device-colour",
-            "Where YUV<->RGB runs: auto = on the GPU with CUDA, numpy on the CPU otherwise.",
-        ),
-        _switch(
-            "--hw-decode",
-            "NVDEC decoding (auto = with CUDA); falls back to software where unusable. Off by "
-            "default until a GPU benchmark shows it helps.",
-            default="off",
-        ),
-        click.option(
-            "--ignore-errors",
-            is_flag=True,
-            help="Process what decodes from a damaged file and report the damage.",
-        ),
-        click.option("--dry-run", is_flag=True, help="Probe and print the plan; do nothing else."),
-        click.option(
-            "--json",
-            "as_json",
-            is_flag=True,
-            help="Print JSON lines (start, progress, chunk_done, done, error) instead of a bar.",
-        ),
-        click.option(
-            "--chunk-frames", type=int, default=None, help="Frames per chunk (the resumable unit)."
-        ),
-        click.option(
-            "--chunk-seconds",
-            type=float,
-            default=None,
-            help="Seconds of video per chunk (default 30).",
-        ),
-        click.option(
-            "--work-dir",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="Job state folder (default: OUTPUT.vidsr-work beside the output).",
-        ),
-        click.option("--restart", is_flag=True, help="Discard an earlier job's state."),
-        click.option(
-            "--keep-work", is_flag=True, help="Keep the work folder (segments) after success."
-        ),
-        click.option(
-            "--devices", default=None, help="Worker devices: cuda:0,cuda:1 | all | cpu,cpu."
-        ),
-        click.option(
-            "--workers-per-device",
-            type=int,
-            default=1,
-            show_default=True,
-            help="Worker processes per device.",
-        ),
-        click.option(
-            "--encode-workers",
-            type=int,
-            default=0,
-            show_default=True,
-            help="Chunks encoded at once in one process (0 = auto: more when the encoder "
-            "bounds the run and cores are free).",
-        ),
-        click.option(
-            "--backend",
-            type=click.Choice(["local", "ray"]),
-            default="local",
-            show_default=True,
-            help="Run chunks locally or as Ray tasks.",
-        ),
-        click.option(
-            "--ray-address", default=None, help="Ray cluster address (default: start a local Ray)."
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-@cli.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@infer_options
-@video_options
-@preset_option
-def upscale(input_path: Path, **opts: Any) -> None:
-    """Upscale a video, an image (png, jpg, webp) or a folder of images.
-
-    Without -o the result goes beside the input: a video as STEM.MODEL.xSCALE.mkv, an image
-    as STEM.MODEL.xSCALE.EXT, a folder as FOLDER.MODEL.xSCALE/.
-    """
-    from vidsr.media.image import is_image_path
-    from vidsr.models.loader import check_model_spec
-
-    try:
-        opts = apply_preset(opts)
-        config = _infer_config(opts)
-        if not input_path.exists():
-            raise InputError(f"{input_path}: no such file or folder")
-        check_model_spec(config.model)
-        if input_path.is_dir():
-            _upscale_folder(input_path, config, opts)
-        elif is_image_path(input_path):
-            _upscale_image(input_path, config, opts)
-        else:
-            _upscale_video(input_path, config, opts)
-    except VidsrError as exc:
-        if opts.get("as_json"):
-            click.echo(
-                json.dumps({"event": "error", "message": str(exc), "exit_code": exc.exit_code})
-            )
-        raise
-
-
-def _encode_config(opts: dict[str, Any]):  # -> EncodeConfig
-    from vidsr.pipeline.video import EncodeConfig
-
-    pairs = []
-    for item in opts["encoder_opt"]:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--encoder-opt takes KEY=VALUE, not {item!r}")
-        pairs.append((key, value))
-    codec = opts["codec"]
-    if codec == "auto":  # NVENC where the model runs on CUDA and NVENC opens, else libx264
-        from vidsr.media.encode import resolve_codec
-        from vidsr.pipeline.infer import resolve_device
-
-        codec = resolve_codec(codec, resolve_device(opts.get("device") or "auto").type)
-    return EncodeConfig(
-        codec=codec,
-        crf=opts["crf"],
-        preset=opts["encoder_preset"],
-        pix_fmt=opts["pix_fmt"],
-        options=tuple(pairs),
-    )
-
-
-def _job_options(opts: dict[str, Any]):  # -> JobOptions
-    from vidsr.jobs.runner import JobOptions
-
-    devices = tuple(d for d in (opts["devices"] or "").split(",") if d.strip())
-    return JobOptions(
-        work_dir=opts["work_dir"],
-        chunk_frames=opts["chunk_frames"],
-        chunk_seconds=opts["chunk_seconds"],
-        restart=opts["restart"],
-        keep_work=opts["keep_work"],
-        devices=devices,
-        workers_per_device=opts["workers_per_device"],
-        encode_workers=opts["encode_workers"],
-        backend=opts["backend"],
-        ray_address=opts["ray_address"],
-    )
-
-
-def _upscale_video(input_path: Path, config, opts: dict[str, Any]) -> None:
-    from vidsr.pipeline.encoder_process import encoder_pool
-
-    # Start the encoder process first (no torch in it): its start-up overlaps importing torch
-    # and loading the model. Worker processes (--devices, --backend ray) start their own.
-    devices = [d for d in (opts["devices"] or "").split(",") if d.strip()]
-    in_process = opts["backend"] == "local" and len(devices) <= 1
-    in_process = in_process and opts["workers_per_device"] <= 1
-    with encoder_pool(prestart=in_process and not opts["dry_run"]):
-        _run_video(input_path, config, opts)
-
-
-def _run_video(input_path: Path, config, opts: dict[str, Any]) -> None:
-    from vidsr.jobs.runner import run_job
-    from vidsr.pipeline.video import plan_video
-
-    if opts["batch_size"] < 0:
-        raise UsageError("--batch-size must be 0 (auto) or positive")
-    job = _job_options(opts)
-    plan = plan_video(
-        input_path,
-        opts["output"],
-        model=config.model,
-        scale=config.scale,
-        encode=_encode_config(opts),
-        overwrite=opts["overwrite"],
-    )
-    if opts["dry_run"]:
-        _print_plan(plan, config, opts)
-        return
-    sink, close = _event_sink(opts["as_json"], plan.frames)
-    try:
-        result = run_job(
-            plan,
-            config,
-            job,
-            batch_size=opts["batch_size"],
-            ignore_errors=opts["ignore_errors"],
-            on_event=sink,
+        self.bar = tqdm(
+            total=total, unit="frame", desc="upscale", file=sys.stderr, dynamic_ncols=True
         )
-    finally:
-        close()
-    if not opts["as_json"]:
-        _print_summary(result)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, JobStarted) and event.frames_done:
+            self.bar.update(event.frames_done - self.bar.n)
+            self.bar.set_postfix_str(f"resumed, {event.chunks_todo} of {event.chunks} chunks to do")
+        elif isinstance(event, Progress):
+            self.bar.update(event.frames - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
-def _event_sink(as_json: bool, total: int):
-    """(on_event, close): JSON lines on stdout, or a tqdm bar on stderr."""
-    if as_json:
-
-        def emit(event: dict[str, Any]) -> None:
-            click.echo(json.dumps(event, default=str))
-
-        return emit, lambda: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="frame", desc="upscale", file=sys.stderr, dynamic_ncols=True)
-
-    def on_event(event: dict[str, Any]) -> None:
-        if event["event"] == "start" and event.get("frames_done"):
-            bar.update(event["frames_done"] - bar.n)  # resumed: finished chunks count
-            bar.set_postfix_str(
-                f"resumed, {event['chunks_todo']} of {event['chunks']} chunks to do"
-            )
-        elif event["event"] == "progress":
-            bar.update(event["frames"] - bar.n)
-
-    return on_event, bar.close
-
-
-def _print_summary(result) -> None:
+def _print_summary(result: Any) -> None:
     click.echo(f"{result.input} -> {result.output}", err=True)
     click.echo(
         f"{result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps), "
@@ -433,243 +166,195 @@ def _print_summary(result) -> None:
         click.echo(f"  damage ({len(result.damaged)}): {result.damaged[0]}", err=True)
 
 
-def _print_plan(plan, config, opts: dict[str, Any]) -> None:
-    from vidsr.pipeline.infer import resolve_device, resolve_precision
-    from vidsr.pipeline.video import estimate_seconds
-
-    v = plan.info.video
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
-    lines = [
-        f"input:     {plan.input} ({v.codec} {v.width}x{v.height} {v.pix_fmt}, "
-        f"{plan.frames} frames, {'VFR' if v.is_vfr else 'CFR'})",
-        f"output:    {plan.output} ({plan.encode.codec} {plan.out_width}x{plan.out_height})",
-        f"model:     {config.model} (x{plan.scale:g}) on {device} "
-        f"{str(precision).removeprefix('torch.')}",
-        f"batch:     {opts['batch_size'] or 'auto'}; tile: {config.tile or 'whole frame'}",
-        "streams kept: " + ("; ".join(plan.kept) if plan.kept else "none besides the video"),
-    ]
-    if plan.info.chapters:
-        lines.append(f"chapters:  {len(plan.info.chapters)}")
-    est = estimate_seconds(plan, config.model, device.type)
-    lines.append(
-        f"estimate:  ~{est:.0f} s (rough, from the model's cost per pixel)"
-        if est is not None
-        else "estimate:  unknown"
-    )
-    for line in lines:
-        click.echo(line)
+# --- upscale ----------------------------------------------------------------------------------
 
 
-def _default_output(input_path: Path, config, scale: float) -> Path:
-    label = f"{_model_label(config.model)}.x{_scale_label(scale)}"
-    if input_path.is_dir():
-        return input_path.with_name(f"{input_path.name}.{label}")
-    return input_path.with_name(f"{input_path.stem}.{label}{input_path.suffix}")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vidsr")
+def cli() -> None:
+    """vidsr: video and image super-resolution with the Real-ESRGAN generators."""
 
 
-def _upscale_image(input_path: Path, config, opts: dict[str, Any]) -> None:
-    from vidsr.files import check_output_path
-    from vidsr.media.image import read_image
-    from vidsr.models.loader import expected_scale
-    from vidsr.pipeline.images import upscale_image_file
-    from vidsr.pipeline.infer import build_upscaler
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@table_options("upscale")
+def upscale(input_path: Path, **opts: Any) -> None:
+    """Upscale a video, an image (png, jpg, webp) or a folder of images.
 
-    read_image(input_path)  # fail fast on a bad image, before loading a model
-    output = opts["output"] or _default_output(
-        input_path, config, config.scale or expected_scale(config.model)
-    )
-    check_output_path(output, overwrite=opts["overwrite"], inputs=(input_path,))
-    upscaler = build_upscaler(config, progress=_progress_bar(f"download {config.model}"))
-    w, h = upscale_image_file(upscaler, input_path, output)
+    Without -o the result goes beside the input: a video as STEM.MODEL.xSCALE.mkv, an image
+    as STEM.MODEL.xSCALE.EXT, a folder as FOLDER.MODEL.xSCALE/.
+    """
+    as_json = bool(opts.get("json"))
+    try:
+        settings = settings_from_cli("upscale", opts)
+        if not input_path.exists():
+            raise InputError(f"{input_path}: no such file or folder")
+        from vidsr.media.image import is_image_path
+
+        if input_path.is_dir():
+            _upscale_folder(settings, input_path)
+        elif is_image_path(input_path):
+            _upscale_image(settings, input_path)
+        else:
+            _upscale_video(settings, input_path)
+    except VidsrError as exc:
+        if as_json:
+            _echo_json(Failed(str(exc), exc.exit_code).as_dict())
+        raise
+
+
+def _upscale_video(settings: Settings, input_path: Path) -> None:
+    from vidsr.pipeline.encoder_process import encoder_pool
+    from vidsr.run.job import open_executor, prepare, run_job, runs_in_process
+
+    # The encoder process starts before torch is imported: its start-up overlaps importing
+    # torch and loading the model. Worker processes (--devices, --backend ray) start their own.
+    prestart = runs_in_process(settings) and not settings.dry_run
+    with encoder_pool(prestart=prestart), open_executor(settings) as executor:
+        plan = prepare(settings, input_path, executor)
+        if settings.dry_run:
+            from vidsr.run.plan import format_plan
+
+            click.echo(format_plan(plan))
+            return
+        sink: Callable[[Event], None] = lambda e: _echo_json(e.as_dict())  # noqa: E731
+        bar = None if settings.json else FrameBar(plan.frames)
+        try:
+            result = run_job(plan, executor, on_event=bar or sink)
+        finally:
+            if bar is not None:
+                bar.close()
+    if not settings.json:
+        _print_summary(result)
+
+
+def _upscale_image(settings: Settings, input_path: Path) -> None:
+    from vidsr.run.images import upscale_image
+
+    run = upscale_image(settings, input_path, progress=_download_bar(f"download {settings.model}"))
     click.echo(
-        f"{input_path} -> {output} ({w}x{h}, {config.model}, "
-        f"{upscaler.device}, {upscaler.precision_name})",
+        f"{input_path} -> {run.output} ({run.width}x{run.height}, {run.model}, "
+        f"{run.device}, {run.precision})",
         err=True,
     )
 
 
-def _upscale_folder(input_path: Path, config, opts: dict[str, Any]) -> None:
+def _upscale_folder(settings: Settings, input_path: Path) -> None:
     from tqdm import tqdm
 
-    from vidsr.models.loader import expected_scale
-    from vidsr.pipeline.images import plan_folder, upscale_folder
-    from vidsr.pipeline.infer import build_upscaler
+    from vidsr.run.images import upscale_image_folder
 
-    output = opts["output"] or _default_output(
-        input_path, config, config.scale or expected_scale(config.model)
+    bar: dict[str, Any] = {}
+
+    def start(count: int) -> None:
+        bar["bar"] = tqdm(total=count, unit="img", desc="upscale", file=sys.stderr)
+
+    output, results = upscale_image_folder(
+        settings,
+        input_path,
+        on_start=start,
+        on_done=lambda r: bar["bar"].update(1),
+        progress=_download_bar(f"download {settings.model}"),
     )
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"output {output} is a file; a folder input needs an output folder")
-    pairs = plan_folder(input_path, output, overwrite=opts["overwrite"])
-    upscaler = build_upscaler(config, progress=_progress_bar(f"download {config.model}"))
-    output.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(pairs), unit="img", desc="upscale", file=sys.stderr)
-    results = upscale_folder(upscaler, pairs, on_done=lambda r: bar.update(1))
-    bar.close()
+    bar["bar"].close()
     failed = [r for r in results if r.error]
     for r in failed:
         click.echo(f"vidsr: failed: {r.error}", err=True)
     click.echo(f"{len(results) - len(failed)} of {len(results)} images -> {output}", err=True)
     if failed:
-        sys.exit(3)
+        sys.exit(InputError.exit_code)
 
 
-def batch_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options of ``vidsr batch`` besides those it shares with ``vidsr upscale``."""
-    options = [
-        click.option(
-            "--recursive", "-r", is_flag=True, help="Take videos in sub-folders of folder inputs."
-        ),
-        click.option(
-            "--from-file",
-            "from_file",
-            multiple=True,
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="A text file of inputs, one per line (also: @FILE as an input); repeatable.",
-        ),
-        click.option(
-            "--name",
-            "name_template",
-            default=DEFAULT_NAME,
-            show_default=True,
-            help="Output name template: {stem} {name} {ext} {model} {scale} {codec}.",
-        ),
-        click.option(
-            "--order",
-            type=click.Choice(ORDERS),
-            default="name",
-            show_default=True,
-            help="Processing order: name, size (smallest first) or mtime (oldest first).",
-        ),
-        click.option("--reverse", is_flag=True, help="Reverse --order."),
-        click.option(
-            "--report",
-            type=click.Path(path_type=Path, dir_okay=False),
-            default=None,
-            help="Write a JSON report: one entry per input (ok / skipped / failed, error).",
-        ),
-        click.option(
-            "--max-hours",
-            type=float,
-            default=None,
-            help="Stop cleanly between chunks after H hours; the same command resumes.",
-        ),
-        click.option(
-            "--no-disk-check", is_flag=True, help="Skip the free-space check before each file."
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# --- batch ------------------------------------------------------------------------------------
 
 
-def batch_command(inputs: Sequence[str], opts: dict[str, Any]) -> None:
-    """``vidsr batch``: parse, run, print the summary, exit (3 if any file failed, 75 when
-    stopped by --max-hours, 130/143 when interrupted)."""
-    from vidsr.batch import (
-        BatchInput,
-        BatchSettings,
-        _output_scale,
-        collect_inputs,
-        format_summary,
-        order_inputs,
-        output_name,
-        run_batch,
+@cli.command()
+@click.argument("inputs", nargs=-1, metavar="INPUTS...")
+@table_options("batch")
+def batch(inputs: tuple[str, ...], **opts: Any) -> None:
+    """Upscale many videos into -o OUTDIR: files, folders, globs, @LIST.txt.
+
+    Finished outputs are checked (same frame count) and skipped, partial ones resume, a
+    failing file is reported and the rest go on. Exit 3 if any file failed, 75 when stopped
+    by --max-hours. See docs/BATCH.md.
+    """
+    from vidsr.batch import format_summary, run_batch
+
+    settings = settings_from_cli("batch", opts)
+    items = _batch_inputs(settings, inputs)
+    printer = _BatchPrinter(settings)
+    result = run_batch(
+        items,
+        settings,
+        on_event=printer,
+        on_plan=None if settings.json else printer.plan,
     )
-    from vidsr.media.encode import encoder_pix_fmts
-    from vidsr.models.loader import check_model_spec
-    from vidsr.presets import apply_preset
-
-    opts = apply_preset(opts)
-    outdir = opts["output"]
-    if outdir is None:
-        raise UsageError("batch needs -o OUTDIR (the folder for every output)")
-    if outdir.exists() and not outdir.is_dir():
-        raise UsageError(f"-o {outdir} is a file; batch writes into a folder")
-    if not inputs and not opts["from_file"]:
-        raise UsageError("batch needs inputs: files, folders, globs or @LIST.txt")
-    if opts["max_hours"] is not None and opts["max_hours"] <= 0:
-        raise UsageError("--max-hours must be positive")
-    if opts["batch_size"] < 0:
-        raise UsageError("--batch-size must be 0 (auto) or positive")
-    config = _infer_config(opts)
-    check_model_spec(config.model)
-    if not opts["dry_run"]:  # an absent device or a refused precision, before any work
-        from vidsr.pipeline.infer import resolve_device, resolve_precision
-
-        resolve_precision(config.precision, resolve_device(config.device))
-    encode = _encode_config(opts)
-    encoder_pix_fmts(encode.codec)  # an unknown encoder is a usage error, before any work
-    sample = BatchInput(Path("sample.mkv"), Path("sample.mkv"))
-    output_name(  # a bad template is a usage error before any work
-        opts["name_template"],
-        sample,
-        model=config.model,
-        scale=_output_scale(config),
-        codec=encode.codec,
-    )
-    items = collect_inputs(
-        inputs, recursive=opts["recursive"], from_files=opts["from_file"], exclude=[outdir]
-    )
-    if not items:
-        raise UsageError("no input videos found (folders: add --recursive for sub-folders)")
-    items = order_inputs(items, opts["order"], opts["reverse"])
-    settings = BatchSettings(
-        outdir=outdir,
-        config=config,
-        encode=encode,
-        job=_job_options(opts),
-        name=opts["name_template"],
-        overwrite=opts["overwrite"],
-        batch_size=opts["batch_size"],
-        ignore_errors=opts["ignore_errors"],
-        dry_run=opts["dry_run"],
-        max_hours=opts["max_hours"],
-        report=opts["report"],
-        check_disk=not opts["no_disk_check"],
-    )
-    as_json = opts["as_json"]
-    bar: dict[str, Any] = {}
-
-    def on_event(event: dict[str, Any]) -> None:
-        if as_json:
-            click.echo(json.dumps(event, default=str))
-            return
-        kind = event["event"]
-        if kind == "file_start":
-            click.echo(
-                f"[{event['index'] + 1}/{event['count']}] {event['file']} -> {event['output'] or '?'}",
-                err=True,
-            )
-        elif kind == "start":
-            bar["sink"], bar["close"] = _event_sink(False, event["frames"])
-            bar["sink"](event)
-        elif kind in ("progress", "chunk_done") and "sink" in bar:
-            bar["sink"](event)
-        elif kind == "file_done":
-            if "close" in bar:
-                bar.pop("close")()
-                bar.pop("sink", None)
-            line = f"  {event['status']}"
-            if event.get("error"):
-                line += f": {event['error']}"
-            click.echo(line, err=True)
-
-    def on_plan(plan: Any) -> None:
-        _print_plan(plan, config, opts)
-        click.echo("")
-
-    result = run_batch(items, settings, on_event=on_event, on_plan=on_plan if not as_json else None)
-    if not as_json:
+    if not settings.json:
         click.echo(format_summary(result))
         if result.log_path:
             click.echo(f"log: {result.log_path}", err=True)
     if result.interrupted is not None:
         raise result.interrupted
-    code = result.exit_code
-    if code:
-        sys.exit(code)
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+def _batch_inputs(settings: Settings, inputs: Sequence[str]) -> list[Any]:
+    """The batch's inputs, in order; a one-line ``UsageError`` when there are none."""
+    from vidsr.batch import collect_inputs, order_inputs
+    from vidsr.errors import UsageError, opt
+
+    outdir = Path(settings.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"{opt('output')} {outdir} is a file; batch writes into a folder")
+    if not inputs and not settings.from_file:
+        raise UsageError("batch needs inputs: files, folders, globs or @LIST.txt")
+    items = collect_inputs(
+        inputs, recursive=settings.recursive, from_files=settings.from_file, exclude=[outdir]
+    )
+    if not items:
+        raise UsageError(
+            f"no input videos found (folders: add {opt('recursive', True)} for sub-folders)"
+        )
+    return order_inputs(items, settings.order, settings.reverse)
+
+
+class _BatchPrinter:
+    """``vidsr batch``'s output: JSON lines, or a line per file and a bar per job."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.as_json = settings.json
+        self.bar: FrameBar | None = None
+
+    def __call__(self, event: Event) -> None:
+        from vidsr.batch import FileDone, FileStarted
+
+        if self.as_json:
+            _echo_json(event.as_dict())
+            return
+        if isinstance(event, FileStarted):
+            n = f"[{event.index + 1}/{event.count}]"
+            click.echo(f"{n} {event.file} -> {event.output or '?'}", err=True)
+        elif isinstance(event, InFile):
+            if isinstance(event.event, JobStarted):
+                self.bar = FrameBar(event.event.frames)
+            if self.bar is not None and isinstance(event.event, JobStarted | Progress | ChunkDone):
+                self.bar(event.event)
+        elif isinstance(event, FileDone):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            rep = event.report
+            click.echo(f"  {rep.status}" + (f": {rep.error}" if rep.error else ""), err=True)
+
+    def plan(self, plan: Any) -> None:
+        from vidsr.run.plan import format_plan
+
+        click.echo(format_plan(plan))
+        click.echo("")
+
+
+# --- models, presets --------------------------------------------------------------------------
 
 
 @cli.group()
@@ -716,25 +401,6 @@ def models_import(file: Path, name: str | None) -> None:
     click.echo(f"imported {file} as {registered}; use --model {registered}")
 
 
-# --- batch, presets, probe, preview, doctor (bodies in vidsr.batch / vidsr.presets / vidsr.ops)
-
-
-@cli.command()
-@click.argument("inputs", nargs=-1, metavar="INPUTS...")
-@infer_options
-@video_options
-@preset_option
-@batch_options
-def batch(inputs: tuple[str, ...], **opts: Any) -> None:
-    """Upscale many videos into -o OUTDIR: files, folders, globs, @LIST.txt.
-
-    Finished outputs are checked (same frame count) and skipped, partial ones resume, a
-    failing file is reported and the rest go on. Exit 3 if any file failed, 75 when stopped
-    by --max-hours. See docs/BATCH.md.
-    """
-    batch_command(inputs, opts)
-
-
 @cli.group()
 def presets() -> None:
     """List and show presets (bundled, and your own in $VIDSR_HOME/presets)."""
@@ -744,7 +410,7 @@ def presets() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def presets_list(as_json: bool) -> None:
     """Every preset: name, where it comes from, what it is for."""
-    from vidsr.presets import available, describe, user_dir
+    from vidsr.run.presets import available, describe, user_dir
 
     rows = available()
     if as_json:
@@ -762,7 +428,7 @@ def presets_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def presets_show(name: str, as_json: bool) -> None:
     """A preset's options (checked), as TOML."""
-    from vidsr.presets import describe, find_preset, format_value, preset_values
+    from vidsr.run.presets import describe, find_preset, format_value, preset_values
 
     preset = find_preset(name)
     preset_values(preset)  # refuse unknown keys and bad values here too
@@ -776,6 +442,9 @@ def presets_show(name: str, as_json: bool) -> None:
         click.echo(f"description = {format_value(preset.description)}")
     for key, value in preset.values.items():
         click.echo(f"{key} = {format_value(value)}")
+
+
+# --- probe, preview, doctor, bench ------------------------------------------------------------
 
 
 @cli.command("probe")
@@ -798,37 +467,16 @@ def probe_command(file: Path, as_json: bool, container: str, codec: str) -> None
 
 @cli.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--at", "at", required=True, help="Time: SECONDS, MM:SS or HH:MM:SS(.fff).")
-@click.option(
-    "--models",
-    default="realesr-animevideov3",
-    show_default=True,
-    help="Comma-separated models to compare.",
-)
-@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="PNG file.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
-    default="auto",
-    show_default=True,
-)
-@click.option("--tile", type=int, default=0, show_default=True, help="Tile edge (0 = whole).")
-@click.option("--tile-pad", type=int, default=10, show_default=True)
-@click.option("--scale", "-s", type=float, default=None, help="Common scale (default: largest).")
-@click.option("--denoise-strength", type=float, default=None, help="For realesr-general-x4v3.")
-@click.option("--crop", default=None, metavar="WxH+X+Y", help="Only this region of the frame.")
-@click.option("--columns", type=int, default=0, help="Panels per row (0 = all in one row).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing PNG.")
-def preview(file: Path, at: str, models: str, **opts: Any) -> None:
+@table_options("preview")
+def preview(file: Path, **opts: Any) -> None:
     """One PNG: the source frame at --at (nearest-neighbour) beside each model's result."""
     from vidsr.ops import make_preview
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    result = make_preview(file, at, names, **opts)
+    settings = settings_from_cli("preview", opts)
+    result = make_preview(file, settings)
     click.echo(
         f"{file} frame {result['frame']} ({result['time']:.3f} s) -> {result['output']} "
-        f"({result['size'][0]}x{result['size'][1]}, {len(names)} models)",
+        f"({result['size'][0]}x{result['size'][1]}, {len(settings.models)} models)",
         err=True,
     )
 
@@ -848,63 +496,26 @@ def doctor(as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--model", "-m", default="realesr-animevideov3", show_default=True)
-@click.option("--size", default="128x72", show_default=True, help="Input size WIDTHxHEIGHT.")
-@click.option("--frames", type=int, default=48, show_default=True, help="Frames in the clip.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
-@click.option("--batch-size", type=int, default=0, show_default=True, help="0 = auto.")
-@click.option(
-    "--lanes", type=int, default=0, show_default=True, help="CPU lanes for the pipeline (0 = auto)."
-)
-@click.option("--codec", default="libx264", show_default=True, help="Video encoder.")
-@_switch("--device-colour", "Where YUV<->RGB runs in the pipeline stages.")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
-    default="auto",
-    show_default=True,
-)
-@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--plot", type=click.Path(path_type=Path), default=None, help="Bar chart PNG.")
+@table_options("bench")
 def bench(**opts: Any) -> None:
     """Measure decode, model, encode, the pipeline and a serial baseline on a generated clip."""
-    from vidsr.bench import format_table, parse_size, run_bench, write_plot
+    from vidsr.bench import format_table, run_bench, write_plot
 
-    size = parse_size(opts["size"])
-    plot = opts["plot"]
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise UsageError(f"--plot writes a PNG: give a .png file, not {plot.name!r}")
-    result = run_bench(
-        model=opts["model"],
-        size=size,
-        frames=opts["frames"],
-        device=opts["device"],
-        precision=opts["precision"],
-        batch_size=opts["batch_size"],
-        lanes=opts["lanes"],
-        device_colour=opts["device_colour"],
-        codec=opts["codec"],
-        compile=opts["use_compile"],
-        on_stage=lambda name: click.echo(f"bench: {name}...", err=True),
-    )
-    if plot is not None:
-        write_plot(result, plot)
-    click.echo(json.dumps(result) if opts["as_json"] else format_table(result))
+    settings = settings_from_cli("bench", opts)
+    result = run_bench(settings, on_stage=lambda name: click.echo(f"bench: {name}...", err=True))
+    if settings.plot is not None:
+        write_plot(result, settings.plot)
+    click.echo(json.dumps(result) if settings.json else format_table(result))
+
+
+# --- the entry point --------------------------------------------------------------------------
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    exc = Interrupted("terminated (SIGTERM); the partial output was removed")
-    exc.exit_code = 143
-    raise exc
+    raise Terminated("terminated (SIGTERM); the partial output was removed")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one-line errors and exit codes, never a traceback for a user
-    error. Set VIDSR_DEBUG=1 to see tracebacks."""
-    debug = bool(os.environ.get("VIDSR_DEBUG"))
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)  # unwind (cleanup runs), then exit 143
+def _run(argv: list[str] | None, debug: bool) -> None:
     try:
         cli.main(args=argv, prog_name="vidsr", standalone_mode=False)
     except click.exceptions.Abort as exc:
@@ -914,7 +525,7 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(f"vidsr: {cause}", err=True)
             sys.exit(cause.exit_code)
         click.echo("vidsr: interrupted (Ctrl-C)", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -930,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("vidsr: interrupted (Ctrl-C); the partial output was removed", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # a bug: one line, the traceback on request
         if debug:
             raise
@@ -940,6 +551,15 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(EXIT_INTERNAL)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors (options spelled as flags) and exit codes, never a
+    traceback for a user error. Set VIDSR_DEBUG=1 to see tracebacks."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)  # unwind (cleanup runs), then exit 143
+    with spelling("cli"):
+        _run(argv, bool(os.environ.get("VIDSR_DEBUG")))
 
 
 if __name__ == "__main__":

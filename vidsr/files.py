@@ -10,11 +10,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from vidsr.errors import OutputError
+from vidsr.errors import OutputError, opt
+
+#: Temporary files beside a final output: ``.STEM.RANDOM.partSUFFIX`` (see temp_path_for).
+_PART = ".part"
 
 
 def _umask() -> int:
@@ -24,13 +28,32 @@ def _umask() -> int:
 
 
 def temp_path_for(final: Path) -> Path:
-    """A fresh, unused temporary path beside ``final`` with the same suffix."""
+    """The temp-file rule: a fresh, unused path ``.STEM.RANDOM.partSUFFIX`` beside ``final``
+    (hidden, same folder so the rename cannot cross file systems, same suffix so writers that
+    go by the suffix pick the right format)."""
     final = Path(final)
     fd, name = tempfile.mkstemp(
-        prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent
+        prefix=f".{final.stem}.", suffix=f"{_PART}{final.suffix}", dir=final.parent
     )
     os.close(fd)
     return Path(name)
+
+
+def temps_for(final: Path) -> set[Path]:
+    """The temporary files :func:`temp_path_for` made for ``final`` that exist now."""
+    final = Path(final)
+    pattern = re.compile(
+        rf"^\.{re.escape(final.stem)}\.[^.]+{re.escape(_PART)}{re.escape(final.suffix)}$"
+    )
+    if not final.parent.is_dir():
+        return set()
+    return {p for p in final.parent.iterdir() if pattern.match(p.name)}
+
+
+def remove_stale_temps(final: Path) -> None:
+    """Remove the temporary files that an earlier, killed run left beside ``final``."""
+    for p in temps_for(final):
+        p.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -87,7 +110,7 @@ def check_output_path(output: Path, *, overwrite: bool, inputs: tuple[Path, ...]
         if same or output.resolve() == Path(inp).resolve():
             raise UsageError(f"output {output} is the input file; choose another output path")
     if output.exists() and not overwrite:
-        raise OutputError(f"output {output} exists; pass --overwrite to replace it")
+        raise OutputError(f"output {output} exists; pass {opt('overwrite', True)} to replace it")
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist")

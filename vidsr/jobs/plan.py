@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from vidsr.errors import UsageError
-
 #: Default chunk length: short enough that a crash loses little, long enough that the
 #: per-chunk costs (a keyframe, an encoder start) stay negligible.
 DEFAULT_CHUNK_SECONDS = 30.0
@@ -49,20 +47,21 @@ def plan_chunks(
     """Cut ``len(frame_pts)`` frames into chunks of ``chunk_frames`` frames, or of
     ``chunk_seconds`` of presentation time (default ``DEFAULT_CHUNK_SECONDS``).
 
-    ``frame_pts`` are the frames' pts in presentation order (the probe's packet index)."""
+    ``frame_pts`` are the frames' pts in presentation order (the probe's packet index). The
+    values were checked by the option table; a value no option allows is a ``ValueError``."""
     n = len(frame_pts)
     if n == 0:
         return []
     if chunk_frames is not None and chunk_seconds is not None:
-        raise UsageError("give --chunk-frames or --chunk-seconds, not both")
+        raise ValueError("chunk_frames and chunk_seconds exclude each other")
     if chunk_frames is not None:
         if chunk_frames < 1:
-            raise UsageError("--chunk-frames must be at least 1")
+            raise ValueError(f"chunk_frames must be at least 1, not {chunk_frames}")
         starts = list(range(0, n, chunk_frames))
     else:
         seconds = DEFAULT_CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
         if seconds <= 0:
-            raise UsageError("--chunk-seconds must be positive")
+            raise ValueError(f"chunk_seconds must be positive, not {seconds}")
         step = Fraction(seconds).limit_denominator(1000) / Fraction(time_base)  # in pts ticks
         starts, k = [0], 1
         while True:

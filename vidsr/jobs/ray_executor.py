@@ -1,4 +1,4 @@
-"""Chunks as Ray tasks: ``--backend ray [--ray-address ADDR]``.
+"""Chunks as Ray tasks (the ``ray`` backend, with an optional cluster address).
 
 Each chunk is one Ray task running :func:`vidsr.jobs.chunk.run_chunk` on whatever node Ray
 picks. The driver (this process) alone writes the job state: it waits on the tasks, gathers
@@ -15,8 +15,9 @@ per-frame progress from a small actor, and calls ``on_done`` for every finished 
   chunk runs, a probe pinned to each node that can run the tasks reads a random token the
   driver wrote there and writes a reply the driver reads back.
 * Ray itself: an already connected Ray (``ray.init`` by the caller) is used and left alone;
-  otherwise the executor connects to ``--ray-address``, or starts a private local Ray, and
-  shuts it down afterwards (Ctrl-C included: the tasks are cancelled first).
+  otherwise the executor connects to the settings' ``ray_address``, or starts a private local
+  Ray, and shuts it down when closed (Ctrl-C included: the tasks are cancelled first). One
+  executor serves every file of a batch.
 * Ray is optional: it is imported only here, when this backend is used.
 """
 
@@ -32,9 +33,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from vidsr.config import InferConfig
-from vidsr.errors import DeviceError, PipelineError, UsageError, VidsrError
-from vidsr.jobs.chunk import ChunkResult, ChunkTask, run_chunk
+from vidsr.errors import DeviceError, GpuMemoryError, PipelineError, UsageError, VidsrError, opt
+from vidsr.jobs.chunk import ChunkResult, ChunkTask, network_key, run_chunk, upscaler_for
+from vidsr.settings import Settings
 
 OnFrames = Callable[[int, int], None]
 OnDone = Callable[[ChunkResult], None]
@@ -51,13 +52,9 @@ PROBE_TIMEOUT_S = 120.0
 CANCEL_GRACE_S = 5.0
 
 INSTALL_HINT = (
-    "--backend ray needs Ray, which is not installed: install vidsr[ray] (pip install 'vidsr[ray]')"
+    f"{opt('backend', 'ray')} needs Ray, which is not installed: install vidsr[ray] "
+    "(pip install 'vidsr[ray]')"
 )
-
-
-class GpuOutOfMemoryError(PipelineError):
-    """A chunk ran out of GPU memory (after the pipeline's own smaller-batch/tile fallbacks);
-    Ray runs the task again, possibly on another GPU."""
 
 
 def import_ray() -> Any:
@@ -98,9 +95,9 @@ def plan_resources(
     ``nodes`` (each node's total resources, as in ``ray.nodes()[i]["Resources"]``)."""
     spec = device.strip().lower()
     if workers_per_device < 1:
-        raise UsageError("--workers-per-device must be at least 1")
+        raise ValueError(f"workers_per_device must be at least 1, not {workers_per_device}")
     if spec not in ("auto", "cpu", "cuda") and not spec.startswith("cuda:"):
-        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+        raise UsageError(f"{opt('device')} must be auto, cpu, cuda or cuda:N, not {device!r}")
     has_gpu = any(n.get("GPU", 0) > 0 for n in nodes)
     if spec == "cpu" or (spec == "auto" and not has_gpu):
         cores = [int(n["CPU"]) for n in nodes if n.get("CPU", 0) >= 1]
@@ -123,19 +120,18 @@ def worker_device(gpu_ids: Sequence[Any]) -> str:
 # --- inside a task ---------------------------------------------------------------------------
 
 # One built upscaler per worker process: consecutive chunks on a worker skip the model load.
-_UPSCALER_CACHE: dict[InferConfig, Any] = {}
+_UPSCALER_CACHE: dict[tuple[Any, ...], Any] = {}
 
 
-def cached_upscaler(config: InferConfig) -> Any:
-    """The upscaler for ``config`` (its device already resolved), built once per process.
-    Only the latest one is kept, so a worker never holds two models on a GPU."""
-    from vidsr.pipeline.infer import build_upscaler
-
-    upscaler = _UPSCALER_CACHE.get(config)
+def cached_upscaler(settings: Settings, device: str) -> Any:
+    """The upscaler for ``settings`` on ``device``, built once per process. Only the latest
+    one is kept, so a worker never holds two models on a GPU."""
+    key = network_key(settings, device)
+    upscaler = _UPSCALER_CACHE.get(key)
     if upscaler is None:
         _UPSCALER_CACHE.clear()
-        upscaler = build_upscaler(config)
-        _UPSCALER_CACHE[config] = upscaler
+        upscaler = upscaler_for(settings, device)
+        _UPSCALER_CACHE[key] = upscaler
     return upscaler
 
 
@@ -146,19 +142,6 @@ def _drop_cached_upscaler() -> None:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return False
-        if isinstance(seen, torch.cuda.OutOfMemoryError) or "out of GPU memory" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 class _Reporter:
@@ -184,10 +167,12 @@ class _Reporter:
         self.pending = 0
 
 
-def _chunk_task(task: ChunkTask, config: InferConfig, cpu_threads: int, board: Any) -> ChunkResult:
+def _chunk_task(task: ChunkTask, cpu_threads: int, board: Any) -> ChunkResult:
     """The body of one chunk's Ray task (runs on a worker)."""
     import ray
     import torch
+
+    from vidsr.pipeline.video import is_out_of_memory
 
     index = task.chunk.index
     attempt = uuid.uuid4().hex  # a retried task reports afresh: the driver resets its count
@@ -197,18 +182,17 @@ def _chunk_task(task: ChunkTask, config: InferConfig, cpu_threads: int, board: A
     device = worker_device(ray.get_gpu_ids())
     if device == "cpu" and cpu_threads > 0:
         torch.set_num_threads(cpu_threads)
-    upscaler = cached_upscaler(replace(config, device=device))
+    upscaler = cached_upscaler(task.settings, device)
     reporter = _Reporter(board, index, attempt)
     try:
         result = run_chunk(task, upscaler, reporter)
-    except torch.cuda.OutOfMemoryError:
+    except Exception as exc:  # out of GPU memory: Ray runs the task again (retry_exceptions)
+        if not is_out_of_memory(exc):
+            raise
         _drop_cached_upscaler()
-        raise
-    except PipelineError as exc:
-        if _is_oom(exc) and not isinstance(exc, GpuOutOfMemoryError):
-            _drop_cached_upscaler()
-            raise GpuOutOfMemoryError(str(exc)) from exc
-        raise
+        if isinstance(exc, torch.cuda.OutOfMemoryError | GpuMemoryError):
+            raise
+        raise GpuMemoryError(f"out of GPU memory: {exc}") from exc
     finally:
         reporter.flush()
     node = ray.get_runtime_context().get_node_id()
@@ -312,7 +296,7 @@ def check_shared_storage(
             if problem:
                 raise PipelineError(
                     f"the work folder must be on storage every Ray node sees at the same path: "
-                    f"node {_node_name(node)} {problem}; pass --work-dir on shared storage"
+                    f"node {_node_name(node)} {problem}; pass {opt('work_dir')} on shared storage"
                 )
     finally:
         token_file.unlink(missing_ok=True)
@@ -351,23 +335,19 @@ def _ray_notices_to_stderr() -> Iterator[None]:
 class RayExecutor:
     """Runs chunk tasks on a Ray cluster. See the module docstring.
 
-    Uses ``options.ray_address``, ``options.workers_per_device`` (tasks per GPU, or the split
-    of each node's cores between CPU tasks) and ``options.extra["ray_init"]`` (extra
-    ``ray.init`` keyword arguments when this executor starts or connects to Ray).
+    From the run's settings it uses ``device`` (what the tasks ask Ray for), ``ray_address``
+    and ``workers_per_device`` (tasks per GPU, or the split of each node's cores between CPU
+    tasks). :meth:`open` connects; :attr:`device_type` is then the cluster's answer for the
+    device (``auto``: ``cuda`` when it has GPUs); :meth:`close` disconnects a Ray it started.
     """
 
-    def __init__(self, config: InferConfig, options: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.ray = import_ray()
-        if getattr(options, "devices", ()):
-            raise UsageError(
-                "--devices is for the local backend; with --backend ray use --device "
-                "(auto, cpu or cuda) and Ray places the chunks"
-            )
-        self.config = config
-        self.address: str | None = getattr(options, "ray_address", None)
-        self.workers_per_device: int = getattr(options, "workers_per_device", 1)
-        self.extra: dict[str, Any] = dict(getattr(options, "extra", {}) or {})
+        self.device: str = settings.device
+        self.address: str | None = settings.ray_address
+        self.workers_per_device: int = settings.workers_per_device
         self.owns_ray = False
+        self._resources: TaskResources | None = None
 
     # Ray's lifetime ---------------------------------------------------------------------
 
@@ -380,7 +360,6 @@ class RayExecutor:
             kwargs["address"] = self.address
         else:
             kwargs.update(address="local", include_dashboard=False)
-        kwargs.update(self.extra.get("ray_init", {}))
         try:
             ray.init(**kwargs)
         except BaseException as exc:
@@ -399,6 +378,40 @@ class RayExecutor:
             with contextlib.suppress(Exception):
                 self.ray.shutdown()
 
+    def open(self) -> None:
+        """Connect (or start a local Ray) and plan the tasks' resources; idempotent."""
+        if self._resources is None:
+            self._connect()
+            try:
+                self._resources = plan_resources(
+                    self.device,
+                    self.workers_per_device,
+                    [n.get("Resources", {}) for n in self._nodes()],
+                )
+            except BaseException:
+                self._disconnect()
+                raise
+
+    def close(self) -> None:
+        """Disconnect from (or shut down) a Ray this executor started."""
+        self._resources = None
+        self._disconnect()
+
+    @property
+    def device_type(self) -> str:
+        """``cuda`` when the chunk tasks run on GPUs, else ``cpu`` (connects first)."""
+        self.open()
+        assert self._resources is not None
+        return "cuda" if self._resources.gpu else "cpu"
+
+    @property
+    def name(self) -> str:
+        """Where the chunks run, for the reader."""
+        return f"Ray ({'GPU' if self.device_type == 'cuda' else 'CPU'} tasks)"
+
+    def _nodes(self) -> list[dict[str, Any]]:
+        return [n for n in self.ray.nodes() if n.get("Alive")]
+
     # the run ----------------------------------------------------------------------------
 
     def run(self, tasks: Sequence[ChunkTask], on_frames: OnFrames, on_done: OnDone) -> None:
@@ -409,21 +422,17 @@ class RayExecutor:
             replace(t, source=Path(t.source).resolve(), segment=Path(t.segment).resolve())
             for t in tasks
         ]
-        self._connect()
-        try:
-            with _ray_notices_to_stderr():
-                self._run(tasks, on_frames, on_done)
-        finally:
-            self._disconnect()
+        self.open()
+        with _ray_notices_to_stderr():
+            self._run(tasks, on_frames, on_done)
 
     def _run(self, tasks: Sequence[ChunkTask], on_frames: OnFrames, on_done: OnDone) -> None:
         ray = self.ray
         import torch
 
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        res = plan_resources(
-            self.config.device, self.workers_per_device, [n.get("Resources", {}) for n in nodes]
-        )
+        nodes = self._nodes()
+        res = self._resources
+        assert res is not None
         usable = [n for n in nodes if res.satisfied_by(n.get("Resources", {}))]
         if not usable:
             raise PipelineError(
@@ -438,12 +447,11 @@ class RayExecutor:
             "num_cpus": res.num_cpus,
             "num_gpus": res.num_gpus,
             "max_retries": MAX_RETRIES,
-            "retry_exceptions": [torch.cuda.OutOfMemoryError, GpuOutOfMemoryError],
+            "retry_exceptions": [torch.cuda.OutOfMemoryError, GpuMemoryError],
         }
-        config = self.config
         pending = {
             remote.options(**task_options, name=f"vidsr-chunk-{t.chunk.index}").remote(
-                t, config, res.cpu_threads, board
+                t, res.cpu_threads, board
             ): t.chunk.index
             for t in tasks
         }

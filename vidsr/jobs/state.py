@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidsr.errors import JobStateError
+from vidsr.errors import JobStateError, opt
 from vidsr.files import atomic_write_text
 from vidsr.jobs.plan import Chunk
+from vidsr.options import find
 
-STATE_VERSION = 1
+#: 2: settings fingerprinted from the option table's resolved values (vidsr 0.1, issue 10).
+STATE_VERSION = 2
 _EDGE = 1 << 20  # bytes hashed at each end of the source
 
 
@@ -47,6 +48,14 @@ def fingerprint_source(path: Path) -> dict[str, Any]:
 
 def default_work_dir(output: Path) -> Path:
     return output.with_name(output.name + ".vidsr-work")
+
+
+def _setting_name(key: str) -> str:
+    """A fingerprint key as the reader knows it: an option (spelled their way), else its
+    own words (``weights``: the model's weights' hash)."""
+    if find("upscale", key) is not None:
+        return opt(key)
+    return {"weights": "the model's weights (sha256)", "out_size": "the output size"}.get(key, key)
 
 
 @dataclass
@@ -97,16 +106,17 @@ class JobState:
                 saved = json.loads(state_file.read_text("utf-8"))
             except (OSError, ValueError) as exc:
                 raise JobStateError(
-                    f"{state_file} is unreadable ({exc}); pass --restart to start over"
+                    f"{state_file} is unreadable ({exc}); pass {opt('restart', True)} to start over"
                 ) from exc
             if saved.get("version") != STATE_VERSION:
                 raise JobStateError(
-                    f"{work_dir} was made by another vidsr version; pass --restart to start over"
+                    f"{work_dir} was made by another vidsr version; pass {opt('restart', True)} "
+                    "to start over"
                 )
             if saved["source"] != source:
                 raise JobStateError(
                     f"the source changed since this job started ({work_dir}); "
-                    "pass --restart to start over"
+                    f"pass {opt('restart', True)} to start over"
                 )
             if saved["settings"] != settings:
                 changed = sorted(
@@ -114,9 +124,13 @@ class JobState:
                     for k in set(saved["settings"]) | set(settings)
                     if saved["settings"].get(k) != settings.get(k)
                 )
+                named = ", ".join(
+                    f"{_setting_name(k)} was {saved['settings'].get(k)!r}, now {settings.get(k)!r}"
+                    for k in changed
+                )
                 raise JobStateError(
-                    f"the settings differ from the job in {work_dir} ({', '.join(changed)}); "
-                    "use the same options, or pass --restart to start over"
+                    f"the settings differ from the job in {work_dir}: {named}; use the same "
+                    f"options, or pass {opt('restart', True)} to start over"
                 )
             state = cls(
                 work_dir,
@@ -183,13 +197,3 @@ class JobState:
 
     def remove(self) -> None:
         shutil.rmtree(self.work_dir, ignore_errors=True)
-
-
-def settings_fingerprint(**settings: Any) -> dict[str, Any]:
-    """The settings that decide a job's output, as plain JSON data (order-free)."""
-    out = {}
-    for k, v in settings.items():
-        if isinstance(v, os.PathLike):
-            v = os.fspath(v)
-        out[k] = v
-    return out

@@ -8,6 +8,7 @@ or unexpected key, or a wrong shape, is a ``ModelError``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidsr.errors import ModelError, UsageError
+from vidsr.errors import ModelError, UsageError, opt
 from vidsr.models.arch import ARCHITECTURES
 from vidsr.models.detect import ArchSpec, detect_architecture
 from vidsr.models.registry import MODELS, find_record, unknown_model_message
@@ -51,6 +52,7 @@ class LoadedNetwork:
     size_multiple: int
     params: int
     denoise_strength: float | None = None
+    digest: str = ""  # sha256 of the weights as loaded (see weights_digest)
 
 
 def blend_state_dicts(
@@ -113,10 +115,10 @@ def _check_strength(name: str, strength: float | None, allowed: bool) -> None:
         return
     if not allowed:
         raise UsageError(
-            f"denoise strength applies to realesr-general-x4v3 only, not to model {name}"
+            f"{opt('denoise_strength')} applies to realesr-general-x4v3 only, not to model {name}"
         )
     if not 0.0 <= float(strength) <= 1.0:
-        raise UsageError(f"denoise strength must be between 0 and 1, not {strength}")
+        raise UsageError(f"{opt('denoise_strength')} must be between 0 and 1, not {strength}")
 
 
 def _classify(spec: str | os.PathLike[str]) -> tuple[str, Any]:
@@ -158,6 +160,62 @@ def expected_scale(spec: str | os.PathLike[str]) -> int:
     return detect_architecture(read_weights_file(value), source=str(value)).scale
 
 
+def _weights(
+    spec: str | os.PathLike[str], denoise_strength: float | None, progress: Progress | None
+) -> tuple[str, dict[str, torch.Tensor], ArchSpec, float | None]:
+    """(name, state dict, architecture, denoise strength used) for ``spec``."""
+    kind, value = _classify(spec)
+    if kind == "cached":
+        _check_strength(value, denoise_strength, False)
+        state_dict, arch_spec = read_cache(value)
+        return value, state_dict, arch_spec, None
+    if kind == "file":
+        _check_strength(value.stem, denoise_strength, False)
+        state_dict = read_weights_file(value)
+        return value.stem, state_dict, detect_architecture(state_dict, source=str(value)), None
+    record = value
+    _check_strength(record.name, denoise_strength, record.denoise_pair is not None)
+    arch_spec = record_spec(record)
+    if record.denoise_pair is None:
+        return record.name, resolve_state_dict(record, progress), arch_spec, None
+    strength = DEFAULT_DENOISE_STRENGTH if denoise_strength is None else float(denoise_strength)
+    pair = MODELS[record.denoise_pair]
+    if strength == 1.0:
+        state_dict = resolve_state_dict(record, progress)
+    elif strength == 0.0:
+        state_dict = resolve_state_dict(pair, progress)
+    else:
+        state_dict = blend_state_dicts(
+            resolve_state_dict(record, progress), resolve_state_dict(pair, progress), strength
+        )
+    return record.name, state_dict, arch_spec, strength
+
+
+def state_dict_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over every tensor (as fp32, key order sorted) and its name and shape: equal
+    exactly when the network computes the same thing from the same weights."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().to("cpu", torch.float32).contiguous()
+        h.update(f"{key}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def weights_digest(
+    spec: str | os.PathLike[str],
+    *,
+    denoise_strength: float | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """The sha256 of ``spec``'s weights as :func:`load_network` would load them (the blend
+    included), without building the network: part of a job's resume fingerprint, so a
+    resumed job never mixes segments made by different weights (an imported official file
+    and the bundled ncnn conversion of the same model, say)."""
+    _name, state_dict, _spec, _strength = _weights(spec, denoise_strength, progress)
+    return state_dict_digest(state_dict)
+
+
 def load_network(
     spec: str | os.PathLike[str],
     *,
@@ -173,40 +231,7 @@ def load_network(
     Raises ``ModelError`` (unknown name with a suggestion, weights unavailable, file
     unreadable or unfit) and ``UsageError`` (denoise strength on another model or out of range).
     """
-    kind, value = _classify(spec)
-    strength: float | None = None
-    if kind == "record":
-        record = value
-        name = record.name
-        _check_strength(name, denoise_strength, record.denoise_pair is not None)
-        arch_spec = record_spec(record)
-        if record.denoise_pair is not None:
-            strength = (
-                DEFAULT_DENOISE_STRENGTH if denoise_strength is None else float(denoise_strength)
-            )
-            pair = MODELS[record.denoise_pair]
-            if strength == 1.0:
-                state_dict = resolve_state_dict(record, progress)
-            elif strength == 0.0:
-                state_dict = resolve_state_dict(pair, progress)
-            else:
-                state_dict = blend_state_dicts(
-                    resolve_state_dict(record, progress),
-                    resolve_state_dict(pair, progress),
-                    strength,
-                )
-        else:
-            state_dict = resolve_state_dict(record, progress)
-    elif kind == "cached":
-        name = value
-        _check_strength(name, denoise_strength, False)
-        state_dict, arch_spec = read_cache(value)
-    else:
-        path = value
-        name = path.stem
-        _check_strength(name, denoise_strength, False)
-        state_dict = read_weights_file(path)
-        arch_spec = detect_architecture(state_dict, source=str(path))
+    name, state_dict, arch_spec, strength = _weights(spec, denoise_strength, progress)
     module = build_module(arch_spec, state_dict, name)
     return LoadedNetwork(
         module=module,
@@ -217,6 +242,7 @@ def load_network(
         size_multiple=_size_multiple(arch_spec),
         params=sum(p.numel() for p in module.parameters()),
         denoise_strength=strength,
+        digest=state_dict_digest(state_dict),
     )
 
 

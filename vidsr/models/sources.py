@@ -28,12 +28,12 @@ import torch
 
 from vidsr.errors import ModelError, OutputError, UsageError
 from vidsr.files import atomic_output
+from vidsr.home import home_dir, models_dir
 from vidsr.models.detect import ArchSpec, check_state_dict, count_params, detect_architecture
 from vidsr.models.ncnn import convert_ncnn, ncnn_files
 from vidsr.models.registry import MODELS, OFFICIAL_BASE_URL, ModelRecord, find_record
 from vidsr.models.weights import read_safetensors, read_safetensors_metadata, read_weights_file
 
-ENV_HOME = "VIDSR_HOME"
 ENV_BASE_URL = "VIDSR_MODEL_BASE_URL"
 CACHE_SUFFIX = ".safetensors"
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -47,17 +47,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 class _NetworkError(Exception):
     """A download failed for a reason outside this machine's disk."""
-
-
-def home_dir() -> Path:
-    """vidsr's data folder: ``$VIDSR_HOME``, else ``~/.cache/vidsr`` (not created here)."""
-    env = os.environ.get(ENV_HOME)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "vidsr"
-
-
-def models_dir() -> Path:
-    """The folder of cached model weights."""
-    return home_dir() / "models"
 
 
 def check_model_name(name: str) -> str:

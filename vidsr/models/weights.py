@@ -207,8 +207,3 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     if suffix in TORCH_SUFFIXES:
         return extract_state_dict(_load_torch(path), str(path))
     raise ModelError(f"unsupported model file {path}: expected one of {', '.join(WEIGHT_SUFFIXES)}")
-
-
-def weights_file_suffix_ok(path: str | Path) -> bool:
-    """Whether ``path`` has a suffix :func:`read_weights_file` reads."""
-    return Path(path).suffix.lower() in WEIGHT_SUFFIXES

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import os
 import resource
 import secrets
@@ -51,6 +50,7 @@ import numpy as np
 
 from vidsr import errors
 from vidsr.errors import OutputError, PipelineError, VidsrError
+from vidsr.files import temps_for
 
 _POLL = 0.5
 
@@ -84,13 +84,14 @@ def _disk_full(exc: BaseException) -> bool:
 
 
 def _describe_failure(exc: BaseException, path: Any) -> tuple[str, str]:
-    """(error class name, one-line message) for the parent to re-raise."""
+    """(error class name, one-line message) for the parent to re-raise (the message's option
+    names unrendered: the parent spells them for its reader)."""
     if isinstance(exc, OutputError):
-        return "OutputError", str(exc)
+        return "OutputError", exc.template
     if _disk_full(exc):
         return "OutputError", f"disk full while writing {path}"
     if isinstance(exc, VidsrError):
-        return type(exc).__name__, str(exc)
+        return type(exc).__name__, exc.template
     return "PipelineError", f"{type(exc).__name__}: {exc}"
 
 
@@ -437,16 +438,10 @@ class EncoderProcess:
         self._free: list[int] = list(range(slots))
         self._result: tuple[Any, ...] | None = None
         # Partial files the child may leave if it is killed: VideoEncoder writes through
-        # vidsr.files.atomic_output, i.e. to temp_path_for(path) = ".STEM.*.partSUFFIX".
+        # vidsr.files.atomic_output, i.e. to a vidsr.files.temp_path_for(path).
         target = encoder_kwargs.get("path")
-        self._partial_pattern: str | None = None
-        self._partial_before: set[str] = set()
-        if target is not None:
-            target = Path(target)
-            self._partial_pattern = str(
-                target.parent / f".{glob.escape(target.stem)}.*.part{glob.escape(target.suffix)}"
-            )
-            self._partial_before = set(glob.glob(self._partial_pattern))
+        self._target: Path | None = Path(target) if target is not None else None
+        self._partial_before: set[Path] = temps_for(self._target) if self._target else set()
         self._finished = False
         self._closed = False
         self._child: _Child | None = None
@@ -574,11 +569,11 @@ class EncoderProcess:
 
     def _remove_partial(self) -> None:
         """Delete the partial file of a child that did not finish (killed children cannot)."""
-        if self._partial_pattern is None:
+        if self._target is None:
             return
-        for name in set(glob.glob(self._partial_pattern)) - self._partial_before:
+        for path in temps_for(self._target) - self._partial_before:
             with contextlib.suppress(OSError):
-                os.unlink(name)
+                path.unlink()
 
     def __enter__(self) -> EncoderProcess:
         return self

@@ -11,15 +11,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from vidsr.config import InferConfig
-from vidsr.errors import DeviceError, UsageError
+from vidsr.errors import DeviceError, UsageError, opt
 from vidsr.models.loader import LoadedNetwork, load_network
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(spec: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``. Refuses a CUDA device that is absent."""
+    """The device rule: ``auto`` -> ``cuda`` when available, else ``cpu``. Refuses a CUDA
+    device that is absent."""
     spec = spec.strip().lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -27,7 +27,7 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("cpu")
     m = re.fullmatch(r"cuda(?::(\d+))?", spec)
     if not m:
-        raise UsageError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+        raise UsageError(f"{opt('device')} must be auto, cpu, cuda or cuda:N, not {spec!r}")
     if not torch.cuda.is_available():
         raise DeviceError(f"device {spec} requested but CUDA is not available on this machine")
     index = int(m.group(1) or 0)
@@ -39,17 +39,25 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """``auto`` -> fp16 on CUDA, fp32 on CPU. fp16 on CPU is refused (it is ~100x slower)."""
+    """The precision rule: ``auto`` -> fp16 on CUDA, fp32 on CPU. fp16 on CPU is refused (it
+    is ~100x slower)."""
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if precision not in _DTYPES:
-        raise UsageError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16")
+        raise UsageError(
+            f"{opt('precision')} must be one of auto, fp32, fp16, bf16, not {precision!r}"
+        )
     if precision == "fp16" and device.type == "cpu":
         raise DeviceError(
             "fp16 on the CPU is refused: PyTorch runs it about 100x slower than fp32; "
-            "use --precision fp32 or bf16 on the CPU"
+            f"use {opt('precision', 'fp32')} or {opt('precision', 'bf16')} on the CPU"
         )
     return _DTYPES[precision]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``fp32`` (the option's spelling)."""
+    return {v: k for k, v in _DTYPES.items()}[dtype]
 
 
 def scaled_size(
@@ -66,14 +74,12 @@ def scaled_size(
 
 
 class Upscaler:
-    """A network on a device at a precision, with padding, tiling and the final resize.
+    """A network on a device at a precision, run whole-frame or in tiles.
 
-    ``upscaler(x)``: x is (N, 3, H, W) float in [0, 1] (any float dtype, any device; it is
-    moved to ``self.device``); returns (N, 3, *output_size(H, W)) float32 in [0, 1] on
-    ``self.device``. Works for any H, W >= 1. ``even`` rounds a resized result down to even
-    sizes (for 4:2:0 video). ``lanes`` is how many batches video runs at once on the CPU
-    (0 = auto); a single call always runs one. ``device_colour`` is where video's YUV<->RGB
-    conversion runs (see :func:`vidsr.pipeline.video.plan_device_colour`).
+    ``upscaler(x, size=None)``: x is (N, 3, H, W) float in [0, 1] (any float dtype, any
+    device; it is moved to ``self.device``); returns (N, 3, H * net_scale, W * net_scale)
+    float32 in [0, 1] on ``self.device``, or that result resized (antialiased bicubic) to
+    ``size`` = (height, width) when given and different. Works for any H, W >= 1.
     """
 
     def __init__(
@@ -84,23 +90,13 @@ class Upscaler:
         dtype: torch.dtype,
         tile: int = 0,
         tile_pad: int = 10,
-        scale: float | None = None,
-        even: bool = False,
-        lanes: int = 0,
-        device_colour: str = "auto",
-        hw_decode: str = "off",
     ) -> None:
         self.net = net
-        self.hw_decode = hw_decode  # NVDEC for video: off (default) | auto (with CUDA) | on
-        self.lanes = lanes  # CPU lanes for video (0 = auto); see vidsr.pipeline.lanes
-        self.device_colour = device_colour  # video YUV<->RGB placement: auto | on | off
-        self.even = even
         self.device = device
         self.dtype = dtype
         self.tile = tile
         self.tile_pad = tile_pad
         self.net_scale = net.scale
-        self.scale = float(scale) if scale is not None else float(net.scale)
         # CPU bf16 runs under autocast with fp32 weights; CUDA casts the weights.
         self._autocast = device.type == "cpu" and dtype == torch.bfloat16
         weight_dtype = torch.float32 if self._autocast else dtype
@@ -110,14 +106,10 @@ class Upscaler:
 
     @property
     def precision_name(self) -> str:
-        return {v: k for k, v in _DTYPES.items()}[self.dtype]
-
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """(H, W) of the result for an input of (height, width)."""
-        return scaled_size(height, width, self.scale, self.net_scale, even=self.even)
+        return precision_name(self.dtype)
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected (N, 3, H, W), got {tuple(x.shape)}")
         x = x.to(self.device, non_blocking=True)
@@ -127,9 +119,8 @@ class Upscaler:
         else:
             out = self._forward_padded(x)
         out = out.float().clamp_(0.0, 1.0)
-        oh, ow = self.output_size(h, w)
-        if out.shape[-2:] != (oh, ow):
-            out = F.interpolate(out, size=(oh, ow), mode="bicubic", antialias=True)
+        if size is not None and tuple(out.shape[-2:]) != tuple(size):
+            out = F.interpolate(out, size=tuple(size), mode="bicubic", antialias=True)
             out = out.clamp_(0.0, 1.0)
         return out
 
@@ -174,24 +165,24 @@ class Upscaler:
 
 
 def build_upscaler(
-    config: InferConfig, *, progress: Callable[[int, int], None] | None = None
+    model: str,
+    *,
+    device: str,
+    precision: str,
+    tile: int = 0,
+    tile_pad: int = 10,
+    denoise_strength: float | None = None,
+    compile: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Upscaler:
-    """Load the configured network and place it on its device at its precision."""
-    device = resolve_device(config.device)
-    dtype = resolve_precision(config.precision, device)
-    net = load_network(config.model, denoise_strength=config.denoise_strength, progress=progress)
-    upscaler = Upscaler(
-        net,
-        device=device,
-        dtype=dtype,
-        tile=config.tile,
-        tile_pad=config.tile_pad,
-        scale=config.scale,
-        lanes=config.lanes,
-        device_colour=config.device_colour,
-        hw_decode=config.hw_decode,
-    )
-    if config.compile:
+    """Load ``model`` and place it on ``device`` at ``precision`` (both resolved here by the
+    device and precision rules). Callers with run settings use
+    :func:`vidsr.jobs.chunk.upscaler_for`."""
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    net = load_network(model, denoise_strength=denoise_strength, progress=progress)
+    upscaler = Upscaler(net, device=dev, dtype=dtype, tile=tile, tile_pad=tile_pad)
+    if compile:
         upscaler.module = compiled(upscaler.module)
     return upscaler
 
@@ -220,8 +211,8 @@ def compiled(module: torch.nn.Module) -> torch.nn.Module:
                 if type(exc).__module__.startswith("torch._"):  # dynamo/inductor failures
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                     raise DeviceError(
-                        f"--compile failed ({type(exc).__name__}: {first[:200]}); "
-                        "run without --compile"
+                        f"{opt('compile')} failed ({type(exc).__name__}: {first[:200]}); "
+                        f"run without {opt('compile')}"
                     ) from exc
                 raise
 

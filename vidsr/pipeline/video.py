@@ -1,8 +1,9 @@
-"""Upscaling a video: decode thread -> bounded queue -> batched inference -> encoder process.
+"""Upscaling video frames: decode thread -> bounded queue -> batched inference -> encoder
+process.
 
-``upscale_segment`` does one frame range [start, end) into a video-only file (the unit that
-chunked jobs reuse); ``plan_video`` decides a whole run before any work (probe, output,
-refusals); ``vidsr.jobs.runner`` runs it chunk by chunk.
+``upscale_segment`` does one frame range [start, end) into a video-only file: the unit that
+chunked jobs (:mod:`vidsr.jobs.chunk`) run; the whole-file plan and the job driver are in
+:mod:`vidsr.run`.
 """
 
 from __future__ import annotations
@@ -10,23 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from vidsr.errors import PipelineError, UsageError
+from vidsr.errors import GpuMemoryError, PipelineError, UsageError, opt
+from vidsr.options import SWITCH
 from vidsr.pipeline.encoder_process import EncoderProcess
-from vidsr.pipeline.infer import Upscaler, scaled_size
+from vidsr.pipeline.infer import Upscaler
 from vidsr.pipeline.lanes import Lanes, threads_per_lane
 from vidsr.pipeline.stages import ProducerThread, StageStats
 
 if TYPE_CHECKING:
     from vidsr.media.colour import PlanarLayout
-
-Event = dict[str, Any]
-EventSink = Callable[[Event], None]
 
 _TILES_ON_OOM = (512, 256, 128)
 
@@ -52,13 +50,23 @@ def auto_batch_size(upscaler: Upscaler, height: int, width: int) -> int:
     return int(max(1, min(16, (free * 0.5) // max(per_frame, 1))))
 
 
-def _is_oom(exc: BaseException) -> bool:
-    """CUDA out of memory, including allocation failures that cuDNN/cuBLAS report as a plain
-    ``RuntimeError``."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    text = str(exc) if isinstance(exc, RuntimeError) else ""
-    return any(s in text for s in ("CUDA out of memory", "STATUS_ALLOC_FAILED"))
+_OOM_TEXTS = ("CUDA out of memory", "CUDA error: out of memory", "STATUS_ALLOC_FAILED")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """The out-of-memory rule: CUDA out of memory in any of its spellings (allocation failures
+    that cuDNN/cuBLAS report as a plain ``RuntimeError`` included), or vidsr's own
+    :class:`~vidsr.errors.GpuMemoryError`, anywhere in ``exc``'s chain of causes."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, torch.cuda.OutOfMemoryError | GpuMemoryError):
+            return True
+        if isinstance(seen, RuntimeError) and any(t in str(seen) for t in _OOM_TEXTS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _release_cuda_memory() -> None:
@@ -77,22 +85,22 @@ class ResilientInfer:
         self.max_batch: int | None = None
         self.tiled: Upscaler | None = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         if self.max_batch is not None and x.shape[0] > self.max_batch:
             parts = torch.split(x, self.max_batch)
-            return torch.cat([self(p) for p in parts])
+            return torch.cat([self(p, size) for p in parts])
         try:
-            return (self.tiled or self.upscaler)(x)
+            return (self.tiled or self.upscaler)(x, size)
         except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
-            if not _is_oom(exc):
+            if not is_out_of_memory(exc):
                 raise
         _release_cuda_memory()
         if x.shape[0] > 1:
             self.max_batch = max(1, x.shape[0] // 2)
-            return self(x)
-        return self._tiled_single(x)
+            return self(x, size)
+        return self._tiled_single(x, size)
 
-    def _tiled_single(self, x: torch.Tensor) -> torch.Tensor:
+    def _tiled_single(self, x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
         base = self.upscaler
         in_use = [t for t in (base.tile, self.tiled.tile if self.tiled else 0) if t]
         limit = min(in_use) if in_use else None
@@ -104,19 +112,17 @@ class ResilientInfer:
                 dtype=base.dtype,
                 tile=tile,
                 tile_pad=base.tile_pad,
-                scale=base.scale if base.scale != base.net_scale else None,
-                even=base.even,  # the same output size as the whole-frame upscaler
             )
             try:
-                return self.tiled(x)
+                return self.tiled(x, size)
             except RuntimeError as exc:
-                if not _is_oom(exc):
+                if not is_out_of_memory(exc):
                     raise
             _release_cuda_memory()
         smallest = min([*tiles, *in_use]) if (tiles or in_use) else _TILES_ON_OOM[-1]
-        raise PipelineError(
+        raise GpuMemoryError(
             f"out of GPU memory even for one frame in {smallest}-pixel tiles; "
-            "use a smaller model or --device cpu"
+            f"use a smaller model or {opt('device', 'cpu')}"
         )
 
 
@@ -151,12 +157,11 @@ def plan_device_colour(
     """Whether (and how) colour conversion runs on the device: ``auto`` on CUDA only (on the
     CPU the numpy path costs the same and is the reference), ``on`` wherever the formats are
     planar YUV, ``off`` never. None when neither side can."""
-    from vidsr.config import SWITCH
     from vidsr.media.colour import planar_layout
     from vidsr.media.encode import source_encoder_colour
 
     if mode not in SWITCH:
-        raise UsageError(f"--device-colour must be one of {', '.join(SWITCH)}, not {mode!r}")
+        raise UsageError(f"{opt('device_colour')} must be one of {', '.join(SWITCH)}, not {mode!r}")
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
     v = info.video
@@ -269,7 +274,7 @@ def upscale_segment(
     def run_batch(batch: list[Any]) -> np.ndarray:
         t0 = time.perf_counter()
         with torch.inference_mode():
-            y = infer(model_input(batch))
+            y = infer(model_input(batch), out_shape[:2])
             if dc is not None and dc.output is not None:
                 packed = (
                     rgb_to_planes(y, dc.output, matrix=dc.out_matrix, colour_range=dc.out_range)
@@ -312,174 +317,3 @@ def upscale_segment(
     return SegmentResult(
         written, {"decode": decode, "infer": infer_stats, "encode": encode}, damaged, encoder_cpu
     )
-
-
-# --- whole files --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EncodeConfig:
-    """How the upscaled video is encoded (None = the codec's default)."""
-
-    codec: str = "libx264"
-    crf: float | None = None
-    preset: str | None = None
-    pix_fmt: str | None = None
-    options: tuple[tuple[str, str], ...] = ()
-
-    def encoder_kwargs(self) -> dict[str, Any]:
-        return {
-            "codec": self.codec,
-            "crf": self.crf,
-            "preset": self.preset,
-            "pix_fmt": self.pix_fmt,
-            "options": dict(self.options),
-        }
-
-
-@dataclass
-class VideoPlan:
-    """What a run will do, decided before any work (``--dry-run`` prints it)."""
-
-    input: Path
-    output: Path
-    info: Any  # MediaInfo
-    model: str
-    scale: float
-    out_width: int
-    out_height: int
-    encode: EncodeConfig
-    kept: list[str]
-    dropped: list[str]
-
-    @property
-    def frames(self) -> int:
-        return self.info.video.frame_count
-
-
-@dataclass
-class UpscaleResult:
-    """The outcome of ``upscale_video``: frames, the output, and each stage's figures."""
-
-    input: Path
-    output: Path
-    frames: int
-    seconds: float
-    stages: dict[str, StageStats]
-    model: str
-    device: str
-    precision: str
-    batch_size: int
-    damaged: list[str] = field(default_factory=list)
-    lanes: int = 1
-    encode_workers: int = 1
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def bound(self) -> str:
-        """The stage that spent the most time working: the one that bounds the run."""
-        return max(self.stages.values(), key=lambda s: s.busy_seconds).name
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "input": str(self.input),
-            "output": str(self.output),
-            "frames": self.frames,
-            "seconds": round(self.seconds, 3),
-            "fps": round(self.fps, 3),
-            "model": self.model,
-            "device": self.device,
-            "precision": self.precision,
-            "batch_size": self.batch_size,
-            "lanes": self.lanes,
-            "encode_workers": self.encode_workers,
-            "bound": self.bound,
-            "stages": {k: v.as_dict() for k, v in self.stages.items()},
-            "damaged": self.damaged,
-        }
-
-
-def _label(model: str) -> str:
-    p = Path(model)
-    return p.stem if p.suffix.lower() in (".pth", ".pt", ".safetensors", ".param") else model
-
-
-def default_video_output(input_path: Path, model: str, scale: float) -> Path:
-    """``<stem>.<model>.x<scale>.mkv`` beside the input."""
-    label = str(int(scale)) if float(scale).is_integer() else f"{scale:g}"
-    return input_path.with_name(f"{input_path.stem}.{_label(model)}.x{label}.mkv")
-
-
-def _describe(s: Any) -> str:
-    bits = [f"#{s.index} {s.type}", s.codec or "?"]
-    if s.language:
-        bits.append(s.language)
-    if s.title:
-        bits.append(repr(s.title))
-    if getattr(s, "filename", None):
-        bits.append(s.filename)
-    return " ".join(bits)
-
-
-def plan_video(
-    input_path: Path,
-    output: Path | None,
-    *,
-    model: str,
-    scale: float | None,
-    encode: EncodeConfig,
-    overwrite: bool,
-) -> VideoPlan:
-    """Probe, choose the output, and refuse early: an existing output, an output equal to
-    the input, or a container that cannot carry every stream (suggesting .mkv)."""
-    from vidsr.files import check_output_path
-    from vidsr.media.encode import encoder_pix_fmts
-    from vidsr.media.probe import probe
-    from vidsr.media.remux import check_container_support
-    from vidsr.models.loader import check_model_spec, expected_scale
-
-    info = probe(input_path)
-    check_model_spec(model)
-    supported = encoder_pix_fmts(encode.codec)  # UsageError for an unknown encoder
-    if encode.pix_fmt and supported and encode.pix_fmt not in supported:
-        raise UsageError(
-            f"{encode.codec} cannot encode {encode.pix_fmt} (it takes {', '.join(supported)})"
-        )
-    final_scale = float(scale) if scale else float(expected_scale(model))
-    output = Path(output) if output else default_video_output(input_path, model, final_scale)
-    check_output_path(output, overwrite=overwrite, inputs=(input_path,))
-    problems = check_container_support(info, output.suffix, encode.codec)
-    if problems:
-        raise UsageError(
-            f"{output.suffix} cannot carry everything in {input_path.name}: "
-            + "; ".join(problems)
-            + " - write .mkv instead"
-        )
-    v = info.video
-    native = expected_scale(model)
-    oh, ow = scaled_size(v.height, v.width, final_scale, native, even=True)
-    kept = [_describe(s) for s in info.copied_streams]
-    return VideoPlan(input_path, output, info, model, final_scale, ow, oh, encode, kept, [])
-
-
-# Measured model cost per input pixel on this project's 2-core CPU machines, fp32
-# (docs/BENCHMARKS.md); scaled by layer count for other sizes of the same architecture.
-_CPU_SECONDS_PER_PIXEL = {"SRVGGNetCompact": (10e-6, 16), "RRDBNet": (270e-6, 23)}
-
-
-def estimate_seconds(plan: VideoPlan, model: str, device_type: str) -> float | None:
-    """A rough CPU time estimate for ``--dry-run``; None where there is no measurement."""
-    if device_type != "cpu":
-        return None
-    from vidsr.models.registry import find_record
-
-    record = find_record(model)
-    if record is None:
-        return None
-    per_px, layers = _CPU_SECONDS_PER_PIXEL[record.arch]
-    depth = record.kwargs.get("num_conv") or record.kwargs.get("num_block") or layers
-    v = plan.info.video
-    return plan.frames * v.width * v.height * per_px * depth / layers

@@ -13,27 +13,25 @@ Where presets come from, first match wins:
    own, which override bundled ones of the same name;
 3. the bundled presets, installed with the package in ``vidsr/presets_data/``.
 
-Precedence is applied by :func:`vidsr.config.merge_preset`: an option given on the command line
+Which keys a preset may have, and how their values are checked, is the option table's word
+(:mod:`vidsr.options`: each option says whether a preset may set it). Precedence is applied by
+:func:`with_preset`: an option given explicitly (on the command line, or as a keyword argument)
 beats the preset, which beats the option's default.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
-from vidsr.errors import UsageError
+from vidsr.errors import UsageError, render
+from vidsr.home import presets_dir
+from vidsr.options import Option, find, options_for
 
 SUFFIX = ".toml"
-META_KEYS = frozenset({"description"})
-#: Options that belong to one run, not to a way of running.
-NOT_PRESETTABLE = frozenset(
-    {"output", "overwrite", "dry-run", "json", "work-dir", "restart", "preset", "help"}
-)
 
 
 @dataclass(frozen=True)
@@ -52,14 +50,12 @@ class Preset:
 
 def bundled_dir() -> Path:
     """The presets shipped inside the package (package data)."""
-    return Path(__file__).with_name("presets_data")
+    return Path(__file__).resolve().parents[1] / "presets_data"
 
 
 def user_dir() -> Path:
     """``$VIDSR_HOME/presets`` (the same home as the model cache)."""
-    env = os.environ.get("VIDSR_HOME")
-    home = Path(env).expanduser() if env else Path.home() / ".cache" / "vidsr"
-    return home / "presets"
+    return presets_dir()
 
 
 def _toml_loads(text: str) -> dict[str, Any]:
@@ -135,60 +131,15 @@ def find_preset(spec: str) -> Preset:
     raise UsageError(f"unknown preset {spec!r} (available: {names}; or pass a .toml file)")
 
 
-def preset_options() -> dict[str, click.Option]:
-    """The options a preset may set: key (long name without dashes) -> click option of
-    ``vidsr upscale`` (``vidsr batch`` takes the same ones)."""
-    from vidsr.cli import upscale
-
-    out: dict[str, click.Option] = {}
-    for param in upscale.params:
-        if not isinstance(param, click.Option):
-            continue
-        longs = [o for o in param.opts if o.startswith("--")]
-        if not longs:
-            continue
-        key = longs[0][2:]
-        if key not in NOT_PRESETTABLE:
-            out[key] = param
-    return out
+def _presettable(command: str) -> dict[str, Option]:
+    """Preset key (``pix-fmt``) -> option, for the options a preset may set."""
+    return {o.key: o for o in options_for(command) if o.preset}
 
 
-def _check_type(preset: Preset, key: str, option: click.Option, value: Any) -> Any:
-    """TOML value -> what click would have produced from the command line, strictly typed
-    (``tile = 1.5`` or ``crf = "high"`` are refused, not truncated or guessed)."""
-
-    def bad(expected: str) -> UsageError:
-        return UsageError(f"preset {preset.name}: {key} must be {expected}, not {value!r}")
-
-    if option.multiple:
-        if key == "encoder-opt" and isinstance(value, dict):
-            value = [f"{k}={v}" for k, v in value.items()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad("a list of strings")
-        return tuple(value)
-    if option.is_flag:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    kind = option.type
-    if isinstance(kind, click.types.IntParamType):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("a whole number")
-    elif isinstance(kind, click.types.FloatParamType):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad("a number")
-    elif not isinstance(value, str):
-        raise bad("a string")
-    try:
-        return option.type_cast_value(click.Context(click.Command("preset")), value)
-    except click.BadParameter as exc:
-        raise UsageError(f"preset {preset.name}: {key}: {exc.message}") from None
-
-
-def preset_values(preset: Preset) -> dict[str, Any]:
-    """The preset as parameter name -> value (``pix_fmt``), every key checked: an unknown key
-    or a value of the wrong type is a one-line ``UsageError`` naming the key."""
-    options = preset_options()
+def preset_values(preset: Preset, command: str = "upscale") -> dict[str, Any]:
+    """The preset as option name -> checked value (``pix_fmt``): an unknown key or a value that
+    does not fit is a one-line ``UsageError`` naming the key as the file spells it."""
+    options = _presettable(command)
     out: dict[str, Any] = {}
     for key, value in preset.values.items():
         option = options.get(key)
@@ -197,39 +148,25 @@ def preset_values(preset: Preset) -> dict[str, Any]:
             dashed = key.replace("_", "-")
             if dashed in options:
                 hint = f" (did you mean {dashed}?)"
-            elif key in NOT_PRESETTABLE:
+            elif find(command, dashed.replace("-", "_")) is not None:
                 hint = " (it belongs to one run; give it on the command line)"
             raise UsageError(f"preset {preset.name}: unknown key {key!r}{hint}")
-        assert option.name is not None
-        out[option.name] = _check_type(preset, key, option, value)
+        try:
+            out[option.name] = option.read(value, "preset")
+        except UsageError as exc:
+            raise UsageError(f"preset {preset.name}: {render(exc.template, 'preset')}") from None
     return out
 
 
-def apply_preset(opts: dict[str, Any], ctx: click.Context | None = None) -> dict[str, Any]:
-    """Pop ``opts["preset"]`` and merge that preset into ``opts``: an option the user gave
-    explicitly (``ctx.get_parameter_source``) keeps its value, the preset fills in the rest."""
-    from click.core import ParameterSource
-
-    from vidsr.config import merge_preset
-
-    spec = opts.pop("preset", None)
+def with_preset(values: Mapping[str, Any], command: str = "upscale") -> dict[str, Any]:
+    """``values`` (the options a caller gave explicitly, by Python name) with the preset named
+    by ``values["preset"]`` filled in below them: an explicit option beats the preset, which
+    beats the option's default. Without a preset, ``values`` as they are."""
+    out = dict(values)
+    spec = out.get("preset")
     if not spec:
-        return opts
-    ctx = ctx or click.get_current_context()
-    values = preset_values(find_preset(spec))
-    defaults = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
-    explicit = {name for name in values if ctx.get_parameter_source(name) not in defaults}
-    return merge_preset(opts, values, explicit)
-
-
-def preset_option(func: Any) -> Any:
-    """The ``--preset NAME|FILE`` option (for ``upscale`` and ``batch``)."""
-    return click.option(
-        "--preset",
-        default=None,
-        metavar="NAME|FILE",
-        help="Options from a preset (see `vidsr presets list`); explicit options win.",
-    )(func)
+        return out
+    return {**preset_values(find_preset(str(spec)), command), **out}
 
 
 def format_value(value: Any) -> str:

@@ -1,0 +1,115 @@
+"""Resolution: what a run really uses, decided once, before any work.
+
+- :func:`placement`: where the chunks run - the worker slots of the local backend (``--device``,
+  or ``--devices`` with ``all`` expanded, times ``--workers-per-device``), each device checked
+  to exist, or Ray (whose cluster decides the device type when ``--device auto``);
+- :func:`resolve`: the settings with every ``auto`` this run can decide replaced - precision
+  (fp16 on CUDA, fp32 on the CPU), device colour and NVDEC (on with CUDA), ``--codec auto``
+  (NVENC with CUDA where it opens), the scale (the model's own) - for the device type the
+  placement gives. Every later step (plan, fingerprint, chunks, workers) reads the resolved
+  settings, so ``--device``, ``--devices all`` and ``--codec auto`` always agree.
+
+The device and precision rules themselves are :func:`vidsr.pipeline.infer.resolve_device` and
+:func:`~vidsr.pipeline.infer.resolve_precision`, which worker processes use too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vidsr.errors import UsageError, opt
+from vidsr.settings import Settings
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run's chunks go. ``slots``: one torch device per local worker slot (one slot:
+    in this process); empty for Ray. ``device_type``: ``cpu`` or ``cuda``, or None when the
+    Ray cluster decides (known once connected)."""
+
+    backend: str
+    slots: tuple[str, ...]
+    device_type: str | None
+
+    @property
+    def in_process(self) -> bool:
+        """Whether chunks run in this process (one local slot)."""
+        return self.backend == "local" and len(self.slots) == 1
+
+
+def expand_devices(devices: Sequence[str], workers_per_device: int) -> list[str]:
+    """``["all"]`` -> every CUDA device (or the CPU when there is none); each device is
+    repeated ``workers_per_device`` times: one worker slot each."""
+    import torch
+
+    out: list[str] = []
+    for d in devices:
+        d = d.strip().lower()
+        if d == "all":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            out.extend([f"cuda:{i}" for i in range(n)] or ["cpu"])
+        elif d:
+            out.append(d)
+    return [d for d in out for _ in range(workers_per_device)]
+
+
+def _device_type(spec: str) -> str | None:
+    spec = spec.strip().lower()
+    if spec == "cpu":
+        return "cpu"
+    if spec.startswith("cuda"):
+        return "cuda"
+    return None  # auto
+
+
+def placement(settings: Settings) -> Placement:
+    """The run's :class:`Placement`; ``UsageError``/``DeviceError`` for devices that are absent
+    or cannot be mixed."""
+    if settings.backend == "ray":
+        if settings.devices:
+            raise UsageError(
+                f"{opt('devices')} is for the local backend; with {opt('backend', 'ray')} use "
+                f"{opt('device')} (auto, cpu or cuda) and Ray places the chunks"
+            )
+        return Placement("ray", (), _device_type(settings.device))
+    from vidsr.pipeline.infer import resolve_device
+
+    specs = expand_devices(settings.devices or (settings.device,), settings.workers_per_device)
+    slots = tuple(str(resolve_device(s)) for s in specs)
+    types = sorted({_device_type(s) or "cpu" for s in slots})
+    if len(types) > 1:
+        raise UsageError(
+            f"{opt('devices')} mixes CPU and CUDA devices ({', '.join(slots)}), whose outputs "
+            "differ (precision, colour path): use devices of one kind"
+        )
+    return Placement("local", slots, types[0])
+
+
+def resolve(settings: Settings, device_type: str) -> Settings:
+    """``settings`` with ``precision``, ``device_colour``, ``hw_decode``, ``codec`` and
+    ``scale`` resolved for a run on ``device_type`` (``cpu`` or ``cuda``); the device (when
+    one slot) and the model are checked. ``DeviceError`` for a precision the device cannot
+    run, ``ModelError`` for an unknown model, ``UsageError`` for an unknown encoder."""
+    import torch
+
+    from vidsr.media.encode import encoder_pix_fmts, resolve_codec
+    from vidsr.models.loader import expected_scale
+    from vidsr.pipeline.infer import precision_name, resolve_precision
+
+    on_cuda = device_type == "cuda"
+    precision = precision_name(resolve_precision(settings.precision, torch.device(device_type)))
+
+    def switch(value: str) -> str:
+        return ("on" if on_cuda else "off") if value == "auto" else value
+
+    codec = resolve_codec(settings.codec, device_type)
+    encoder_pix_fmts(codec)  # an unknown encoder is a UsageError here, before any work
+    scale = settings.scale if settings.scale is not None else float(expected_scale(settings.model))
+    return settings.replace(
+        precision=precision,
+        device_colour=switch(settings.device_colour),
+        hw_decode=switch(settings.hw_decode),
+        codec=codec,
+        scale=scale,
+    )
