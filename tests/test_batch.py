@@ -222,18 +222,31 @@ def test_dry_run_missing_inputs_and_clashing_names(shows: Path, tmp_path: Path, 
 
 
 def test_max_hours_stops_between_chunks_then_resumes(
-    media_clips: dict[str, Path], shows: Path, tmp_path: Path, capsys, monkeypatch
+    media_clips: dict[str, Path], shows: Path, tmp_path: Path, capsys
 ) -> None:
+    from vidsr.run.events import ChunkDone, InFile
+    from vidsr.settings import make_settings
+
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(media_clips["no_audio"], src / "1-long.mkv")  # 24 frames: 3 chunks of 8
     shutil.copy(shows / "a.mkv", src / "2-short.mkv")
     out, report = tmp_path / "out", tmp_path / "r.json"
     args = ["batch", str(src), "-o", str(out), "--chunk-frames", "8", "--report", str(report)]
-    # Every chunk sleeps 3 s inside: the 2 s limit passes during the first chunk.
-    monkeypatch.setenv("VIDSR_TEST_PAUSE", "chunk:3")
-    code, stdout, err = run(capsys, *args, *MODEL, "--max-hours", str(2 / 3600))
-    assert code == batch.EXIT_STOPPED, err
+    # The batch's clock: the first chunk takes an hour, past --max-hours 0.5.
+    now = [0.0]
+
+    def on_event(event: object) -> None:
+        if isinstance(event, InFile) and isinstance(event.event, ChunkDone):
+            now[0] += 3600
+
+    settings = make_settings(
+        "batch",
+        {"output": out, "chunk_frames": 8, "report": report, "max_hours": 0.5, "device": "cpu"},
+    )
+    items = order_inputs(collect_inputs([str(src)]), "name")
+    result = batch.run_batch(items, settings, on_event=on_event, clock=lambda: now[0])
+    assert result.exit_code == batch.EXIT_STOPPED
     r = report_of(report)
     assert r["1-long.mkv"]["status"] == "stopped" and r["1-long.mkv"]["frames"] == 8
     assert r["2-short.mkv"]["status"] == "pending"
@@ -242,9 +255,8 @@ def test_max_hours_stops_between_chunks_then_resumes(
     state = json.loads((work / "job.json").read_text())
     assert list(state["done"]) == ["0"]  # the finished chunk is recorded
     assert not (out / "1-long.realesr-animevideov3.x4.mkv").exists()
-    assert "resume" in stdout.splitlines()[-1]
+    assert "resume" in batch.format_summary(result).splitlines()[-1]
 
-    monkeypatch.delenv("VIDSR_TEST_PAUSE")
     code, stdout, err = run(capsys, *args, *MODEL, "--json")
     assert code == 0, err
     events = [json.loads(line) for line in stdout.splitlines()]

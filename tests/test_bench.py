@@ -17,6 +17,7 @@ from vidsr.errors import UsageError
 FPS_FIELDS = [f"{name}_fps" for name in STAGES]
 
 
+@pytest.mark.slow
 def test_bench_json_and_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

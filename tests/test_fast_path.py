@@ -112,6 +112,7 @@ def _upscale(src: Path, out: Path, lanes: int, **options: Any) -> Any:
     return run_video(src, out, model=MODEL, codec="ffv1", pix_fmt="bgr0", lanes=lanes, **options)
 
 
+@pytest.mark.slow
 def test_lanes_give_the_same_frames(media_clips: dict[str, Path], tmp_path: Path) -> None:
     src = media_clips["vfr"]
     one = _upscale(src, tmp_path / "one.mkv", 1)
@@ -203,6 +204,7 @@ def test_a_failed_encoder_is_not_reused(tmp_path: Path) -> None:
     assert len(frames_of(tmp_path / "ok.mkv")) == 1
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_can_call_the_api(
     media_clips: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -352,6 +354,7 @@ def test_decode_planes_and_the_choice_of_path(media_clips: dict[str, Path]) -> N
         plan_device_colour(info, kwargs, cpu, "sometimes")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", ["odd", "hevc10", "vfr"])
 def test_device_colour_run_keeps_frames_and_pixels(
     media_clips: dict[str, Path], tmp_path: Path, clip: str
@@ -443,6 +446,7 @@ def test_chroma_siting_is_read_from_swscale(media_clips: dict[str, Path], tmp_pa
 # --- --compile ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compile_gives_the_same_frames(
     media_clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd
 ) -> None:
@@ -467,6 +471,7 @@ def test_compile_gives_the_same_frames(
     assert diff <= 1
 
 
+@pytest.mark.slow
 def test_compile_failure_is_one_line(media_clips: dict[str, Path], tmp_path: Path) -> None:
     """No working C++ compiler: one line, exit 6 (a DeviceError), no output. In a fresh
     process: inductor caches its compiler check in-process."""
@@ -503,6 +508,7 @@ def test_hw_decode_falls_back_to_software(media_clips: dict[str, Path]) -> None:
     assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(got, want, strict=True))
 
 
+@pytest.mark.slow
 def test_hw_decode_option_runs_and_refuses_nonsense(
     media_clips: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -560,6 +566,7 @@ def test_encode_workers_rule() -> None:
     assert encode_workers_for(res(0.1, 4.0, 4.0), cpus=16, limit=8) == 8
 
 
+@pytest.mark.slow
 def test_encoder_bound_run_encodes_chunks_at_once(
     media_clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,18 +29,11 @@ COMMON = ["--device", "cpu", "--codec", "ffv1", "--chunk-frames", "10", "--json"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("vidsr-home")
-    old = os.environ.get("VIDSR_HOME")
-    os.environ["VIDSR_HOME"] = str(path)
+def home(shared_home: Path) -> Path:
     from vidsr.models.loader import load_network
 
     load_network("realesr-animevideov3")  # convert once, before any subprocess
-    yield path
-    if old is None:
-        os.environ.pop("VIDSR_HOME", None)
-    else:
-        os.environ["VIDSR_HOME"] = old
+    return shared_home
 
 
 def frames_of(path: Path) -> tuple[list[int], np.ndarray]:
@@ -162,11 +155,13 @@ def test_chunked_vfr_keeps_times(home, media_clips, tmp_path, capsys) -> None:
 # --- kill -9 and resume ---------------------------------------------------------------------
 
 
-def _spawn(args: list[str], env_extra: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def _spawn(
+    args: list[str], env_extra: dict[str, str], program: tuple[str, ...] = (VIDSR,)
+) -> tuple[subprocess.Popen, str]:
     tag = uuid.uuid4().hex
     env = {**os.environ, "VIDSR_TEST_TAG": tag, **env_extra}
     proc = subprocess.Popen(
-        [VIDSR, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*program, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     return proc, tag
 
@@ -200,6 +195,7 @@ def _no_orphans(tag: str) -> None:
     assert not _tagged(tag), "processes of the killed run are still alive"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("phase", "lines", "redone"),
     [
@@ -237,6 +233,7 @@ def test_kill_9_then_resume(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mark", "out.mkv"]  # no temp left
 
 
+@pytest.mark.slow
 def test_changed_source_or_settings_refused_restart_works(
     home, media_clips, tmp_path, capsys
 ) -> None:
@@ -260,6 +257,7 @@ def test_changed_source_or_settings_refused_restart_works(
     assert [e["event"] for e in events].count("chunk_done") == 5
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_says_how_to_resume(home, media_clips, tmp_path, capsys) -> None:
     out = tmp_path / "out.mkv"
     mark = tmp_path / "mark"
@@ -278,9 +276,99 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(home, media_clips, tmp_pat
     assert [e["event"] for e in events].count("chunk_done") == 4  # chunk 0 was kept
 
 
+# --- resume across front-ends: one fingerprint -----------------------------------------------
+
+
+def _kill_inside_chunk_2(args: list[str], tmp_path: Path, program: tuple[str, ...]) -> None:
+    """Run ``program ARGS`` in a process of its own and kill -9 it inside chunk 2 (chunks 0
+    and 1 finished and recorded)."""
+    mark = tmp_path / "mark"
+    proc, tag = _spawn(
+        args,
+        {"VIDSR_TEST_PAUSE": "chunk:1", "VIDSR_TEST_PAUSE_MARK": str(mark)},
+        program,
+    )
+    _wait_mark(mark, 3, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    _no_orphans(tag)
+    mark.unlink()
+
+
+@pytest.mark.slow
+def test_killed_cli_job_resumes_through_the_api(home, media_clips, reference, tmp_path) -> None:
+    import vidsr
+    from vidsr.run.events import ChunkDone, JobStarted
+
+    src, out = media_clips["cfr"], tmp_path / "out.mkv"
+    _kill_inside_chunk_2(["upscale", str(src), "-o", str(out), *COMMON], tmp_path, (VIDSR,))
+    events: list = []
+    # precision="fp32" is what the CLI's default "auto" resolved to on the CPU: the same job.
+    result = vidsr.upscale(
+        src, out, device="cpu", codec="ffv1", chunk_frames=10, precision="fp32",
+        on_event=events.append,
+    )  # fmt: skip
+    start = next(e for e in events if isinstance(e, JobStarted))
+    assert (start.frames_done, start.chunks_todo) == (20, 3)
+    assert sorted(e.index for e in events if isinstance(e, ChunkDone)) == [2, 3, 4]
+    assert result.frames == 48
+    assert_same_video(out, reference)
+
+
+@pytest.mark.slow
+def test_killed_api_job_resumes_on_the_command_line(
+    home, media_clips, reference, tmp_path, capsys
+) -> None:
+    src, out = media_clips["cfr"], tmp_path / "out.mkv"
+    script = (
+        "import vidsr; vidsr.upscale("
+        f"{str(src)!r}, {str(out)!r}, device='cpu', codec='ffv1', chunk_frames=10)"
+    )
+    _kill_inside_chunk_2(["-c", script], tmp_path, (sys.executable,))
+    args = ["upscale", str(src), "-o", str(out), *COMMON]
+    # A setting that changes the output's bytes is refused, named the way it was given.
+    code, _, err = run_cli([*args, "--tile", "32"], capsys)
+    assert code == 8 and len(err.strip().splitlines()) == 1
+    assert "settings differ" in err and "--tile was 0, now 32" in err and "--restart" in err
+    code, _, err = run_cli([*args, "--device-colour", "on"], capsys)
+    assert code == 8 and "--device-colour was 'off', now 'on'" in err
+    # Batch size and devices only change how fast: the job resumes.
+    code, events, err = run_cli([*args, "--batch-size", "2", "--devices", "cpu,cpu"], capsys)
+    assert code == 0, err
+    start = next(e for e in events if e["event"] == "start")
+    assert (start["frames_done"], start["chunks_todo"]) == (20, 3)
+    assert sorted(e["index"] for e in events if e["event"] == "chunk_done") == [2, 3, 4]
+    assert_same_video(out, reference)
+
+
+def test_api_runs_with_other_settings_never_share_a_work_folder(
+    home, media_clips, tmp_path
+) -> None:
+    """Each fingerprinted setting given to the API is part of the job (the API once left the
+    denoise strength out): a second run with another value is refused, not mixed in."""
+    import vidsr
+    from vidsr.errors import JobStateError
+
+    src, out = media_clips["cfr"], tmp_path / "out.mkv"
+
+    def stop_after_first_chunk(event) -> None:
+        if event.as_dict()["event"] == "chunk_done":
+            raise KeyboardInterrupt
+
+    common = {"device": "cpu", "codec": "ffv1", "chunk_frames": 10}
+    with pytest.raises(KeyboardInterrupt):
+        vidsr.upscale(src, out, tile=32, on_event=stop_after_first_chunk, **common)
+    assert (tmp_path / "out.mkv.vidsr-work" / "job.json").exists()
+    with pytest.raises(JobStateError, match=r"tile= was 32, now 0"):
+        vidsr.upscale(src, out, **common)
+    with pytest.raises(JobStateError, match=r"scale= was 4.0, now 2.0"):
+        vidsr.upscale(src, out, tile=32, scale=2, **common)
+
+
 # --- several workers ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_cpu_workers_same_frames(home, media_clips, reference, tmp_path, capsys) -> None:
     out = tmp_path / "two.mkv"
     code, events, err = run_cli(
@@ -296,6 +384,7 @@ def test_two_cpu_workers_same_frames(home, media_clips, reference, tmp_path, cap
     assert_same_video(out, reference)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_chunk_is_replaced(
     home, media_clips, reference, tmp_path, monkeypatch, capsys
 ) -> None:

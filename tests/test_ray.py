@@ -256,6 +256,7 @@ def test_probe_storage_reports_what_a_node_sees(tmp_path: Path) -> None:
 # --- with Ray ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_ray_backend_matches_local(
     media_clips: dict[str, Path], local_output: Path, tmp_path: Path, watch: ListenWatch, capsys
 ) -> None:
@@ -277,6 +278,7 @@ def test_cli_ray_backend_matches_local(
     assert not out.with_name(out.name + ".vidsr-work").exists()
 
 
+@pytest.mark.slow
 def test_gpu_tasks_get_their_own_gpu_as_cuda0(media_clips: dict[str, Path], tmp_path: Path) -> None:
     """On a CPU-only machine Ray can still hand out 2 (fake) GPUs: each GPU task sees only
     its own one, as cuda:0."""
@@ -379,6 +381,7 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> bytes:
     return proc.stdout.readline().strip() if ready else b""
 
 
+@pytest.mark.slow
 def test_storage_check_fails_when_a_node_cannot_see_the_work_dir(
     media_clips: dict[str, Path], tmp_path: Path, watch: ListenWatch
 ) -> None:
@@ -430,6 +433,7 @@ def test_storage_check_fails_when_a_node_cannot_see_the_work_dir(
         cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_ctrl_c_cancels_and_shuts_down_its_ray(
     media_clips: dict[str, Path], tmp_path: Path, watch: ListenWatch
 ) -> None:

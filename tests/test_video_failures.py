@@ -476,6 +476,7 @@ def cli_runs() -> Iterator[list[Cli]]:
             run.kill()
 
 
+@pytest.mark.slow
 def test_parent_killed_leaves_no_orphan_encoder(
     converted: Path, long_clip: Path, tmp_path: Path, cli_runs: list[Cli]
 ) -> None:
@@ -493,6 +494,7 @@ def test_parent_killed_leaves_no_orphan_encoder(
     assert not partial_files(tmp_path)  # the orphaned encoder deleted its partial segment
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "code"),
     [

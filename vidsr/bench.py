@@ -436,6 +436,34 @@ def _codec_args(codec: str) -> list[str]:
     return args
 
 
+def _serial_loop(
+    src: Any, dst: Any, module: Any, device: Any, half: bool, width: int, height: int
+) -> int:
+    """Frames from ``src`` through ``module`` to ``dst``, one at a time, as Real-ESRGAN's
+    script does it. Returns the frame count."""
+    import numpy as np
+    import torch
+
+    frame_bytes = width * height * 3
+    n = 0
+    while True:
+        buf = src.read(frame_bytes)
+        if len(buf) < frame_bytes:
+            return n
+        img = np.frombuffer(buf, np.uint8).reshape(height, width, 3)
+        img = img.astype(np.float32) / 255.0
+        t = torch.from_numpy(np.transpose(img, (2, 0, 1))).float()
+        t = t.unsqueeze(0).to(device)
+        if half:
+            t = t.half()
+        with torch.no_grad():
+            y = module(t)
+        y = y.data.squeeze().float().cpu().clamp_(0, 1).numpy()
+        y = np.transpose(y, (1, 2, 0))
+        dst.write((y * 255.0).round().astype(np.uint8).tobytes())
+        n += 1
+
+
 def _bench_serial(
     clip: Path,
     out: Path,
@@ -451,14 +479,10 @@ def _bench_serial(
     """Real-ESRGAN's ``inference_realesrgan_video.py`` loop (one process per GPU, its default):
     ffmpeg reader pipe -> per frame: numpy float32 -> tensor -> model -> cpu -> uint8 ->
     ffmpeg writer pipe. Returns (seconds, frames)."""
-    import numpy as np
-    import torch
-
     from vidsr.media.ffmpeg import ffmpeg_exe
 
     exe = ffmpeg_exe()
     ow, oh = width * scale, height * scale
-    frame_bytes = width * height * 3
     raw_in = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{ow}x{oh}", "-framerate", str(_RATE)]
     raw_in += ["-i", "pipe:"]
     with tempfile.TemporaryFile() as r_err, tempfile.TemporaryFile() as w_err:
@@ -484,25 +508,9 @@ def _bench_serial(
             stdin=subprocess.PIPE,
             stderr=w_err,
         )
-        n = 0
         assert reader.stdout is not None and writer.stdin is not None
         try:
-            while True:
-                buf = reader.stdout.read(frame_bytes)
-                if len(buf) < frame_bytes:
-                    break
-                img = np.frombuffer(buf, np.uint8).reshape(height, width, 3)
-                img = img.astype(np.float32) / 255.0
-                t = torch.from_numpy(np.transpose(img, (2, 0, 1))).float()
-                t = t.unsqueeze(0).to(device)
-                if half:
-                    t = t.half()
-                with torch.no_grad():
-                    y = module(t)
-                y = y.data.squeeze().float().cpu().clamp_(0, 1).numpy()
-                y = np.transpose(y, (1, 2, 0))
-                writer.stdin.write((y * 255.0).round().astype(np.uint8).tobytes())
-                n += 1
+            n = _serial_loop(reader.stdout, writer.stdin, module, device, half, width, height)
             writer.stdin.close()
             w_code, r_code = writer.wait(), reader.wait()
         finally:

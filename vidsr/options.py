@@ -25,6 +25,7 @@ import difflib
 import math
 import os
 import re
+import shlex
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -382,15 +383,33 @@ class Option:
             else:
                 parsed = self.kind.from_value(value)
         except _Bad as bad:
-            raise UsageError(f"{opt(self.name)} must be {bad.expected}, not {value!r}") from None
+            raise UsageError(
+                f"{opt(self.name)} must be {bad.expected}, not {_shown(value, source)}"
+            ) from None
         if self.choices and parsed not in self.choices:
             raise UsageError(
-                f"{opt(self.name)} must be one of {', '.join(self.choices)}, not {value!r}"
+                f"{opt(self.name)} must be one of {', '.join(self.choices)}, "
+                f"not {_shown(value, source)}"
             )
         problem = self.check(parsed) if self.check else None
         if problem:
-            raise UsageError(f"{opt(self.name)} {problem}, not {value!r}")
+            raise UsageError(f"{opt(self.name)} {problem}, not {_shown(value, source)}")
         return parsed
+
+
+def _shown(value: Any, source: str) -> str:
+    """A refused value as its caller wrote it: command-line text as typed (shell-quoted),
+    a TOML value in TOML, a Python value as its repr."""
+    if source == "cli" and isinstance(value, str):
+        return shlex.quote(value)
+    if source == "cli" and isinstance(value, tuple):
+        return " ".join(shlex.quote(str(v)) for v in value)
+    if source == "preset":
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
 
 
 def _opt(
