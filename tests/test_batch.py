@@ -20,6 +20,7 @@ from vidsr import batch
 from vidsr.batch import collect_inputs, order_inputs, output_name
 from vidsr.errors import Interrupted, UsageError
 from vidsr.media.probe import probe
+from vidsr.options import DEFAULT_NAME_TEMPLATE
 
 MODEL = ["--model", "realesr-animevideov3", "--device", "cpu"]
 
@@ -168,7 +169,9 @@ def test_collect_inputs(shows: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_output_names(shows: Path) -> None:
     item = collect_inputs([str(shows)], recursive=True)[-1]  # sub/b.mp4
     kw = {"model": "realesr-animevideov3", "scale": 2.0, "codec": "libx265"}
-    assert output_name(batch.DEFAULT_NAME, item, **kw) == Path("sub/b.realesr-animevideov3.x2.mkv")
+    assert output_name(DEFAULT_NAME_TEMPLATE, item, **kw) == Path(
+        "sub/b.realesr-animevideov3.x2.mkv"
+    )
     got = output_name("{name}-{codec}.x{scale}.{ext}.mkv", item, **kw)
     assert got == Path("sub/b.mp4-libx265.x2.mp4.mkv")
     assert output_name("hd/{stem}.mp4", item, model="x.pth", scale=1.5, codec="c") == Path(

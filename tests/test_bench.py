@@ -11,8 +11,9 @@ import pytest
 from helpers import run_cli as run
 from PIL import Image
 
-from vidsr.bench import STAGES, format_table, parse_size, write_plot
+from vidsr.bench import STAGES, format_table, write_plot
 from vidsr.errors import UsageError
+from vidsr.options import find
 
 FPS_FIELDS = [f"{name}_fps" for name in STAGES]
 
@@ -86,9 +87,15 @@ def test_plot_must_be_png(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     assert not (tmp_path / "a.jpg").exists()
 
 
-def test_parse_size() -> None:
-    assert parse_size("128x72") == (128, 72)
-    assert parse_size(" 1920X1080 ") == (1920, 1080)
+def test_bench_size_option() -> None:
+    size = find("bench", "size")
+    assert size is not None
+    assert size.read("128x72", "cli") == (128, 72)
+    assert size.read(" 1920X1080 ", "cli") == (1920, 1080)
+    with pytest.raises(UsageError, match=r"size= must have an even width and height"):
+        size.read("127x72", "cli")
+    with pytest.raises(UsageError, match=r"size= must be WIDTHxHEIGHT"):
+        size.read("big", "cli")
 
 
 def _fake_result() -> dict:

@@ -42,7 +42,7 @@ from vidsr.errors import (
     VidsrError,
     opt,
 )
-from vidsr.options import DEFAULT_NAME_TEMPLATE, ORDERS
+from vidsr.options import ORDERS
 from vidsr.run.events import ChunkDone, Event, EventSink, InFile, JobStarted, no_sink
 from vidsr.run.plan import WORK_SUFFIX
 from vidsr.settings import Settings
@@ -69,7 +69,6 @@ VIDEO_SUFFIXES = frozenset(
         ".y4m",
     }
 )
-DEFAULT_NAME = DEFAULT_NAME_TEMPLATE
 #: Exit codes (vidsr.errors): any file failed; stopped by --max-hours with nothing failed.
 EXIT_FAILED = EXIT_FILES_FAILED
 #: Statuses in the report. ``stopped``: begun, state kept, resumes; ``pending``: not begun.
@@ -504,7 +503,7 @@ class BatchDone(Event):
 # --- running ---------------------------------------------------------------------------------
 
 
-def verify_output(output: Path, source_frames: int) -> int:
+def verify_output(output: Path) -> int:
     """The frame count of an existing output (probed); ``OutputError`` if it cannot be read."""
     from vidsr.media.probe import probe
 
@@ -769,7 +768,7 @@ class _Batch:
         rep.fps = done_now / rep.seconds if rep.seconds > 0 else 0.0
         rep.damaged = [str(d) for d in res.damaged]
         rep.size = output.stat().st_size
-        got = verify_output(output, plan.frames)
+        got = verify_output(output)
         if got != plan.frames and not (self.settings.ignore_errors and res.damaged):
             raise OutputError(f"the new output {output} has {got} frames, the source {plan.frames}")
         rep.status, rep.error = "ok", None
@@ -780,7 +779,7 @@ class _Batch:
 
         source_frames = probe(item.source).video.frame_count
         rep.source_frames = source_frames
-        frames = verify_output(output, source_frames)
+        frames = verify_output(output)
         rep.frames, rep.size = frames, output.stat().st_size
         if frames == source_frames:
             rep.status, rep.error = "skipped", None

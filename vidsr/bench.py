@@ -72,16 +72,6 @@ _WARMUP_CALLS = 2
 _QUIET = ("-hide_banner", "-loglevel", "error")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"128x72"`` -> ``(128, 72)``, checked as the ``size`` option checks it (even sizes
-    from 16x16 to 7680x4320: 4:2:0 video)."""
-    from vidsr.options import find
-
-    option = find("bench", "size")
-    assert option is not None
-    return option.read(text, "cli")
-
-
 def make_clip(path: Path, width: int, height: int, frames: int, rate: int = _RATE) -> Path:
     """A ``frames``-frame ``testsrc2`` clip (libx264, yuv420p) at ``path``."""
     from vidsr.media.ffmpeg import run_ffmpeg
@@ -773,25 +763,24 @@ class _Bench:
             self.seconds["segment"] = time.perf_counter() - t0
         self.counts["segment"] = self.seg.frames
 
+    def _used(self) -> dict[str, Any]:
+        """What every stage runs with (``auto`` resolved): the run's settings in the report."""
+        s = self.settings
+        return {
+            "model": s.model,
+            "device": str(self.dev),
+            "precision": self.upscaler.precision_name,
+            "batch_size": self.bs,
+            "lanes": self.lanes,
+            "device_colour": s.device_colour,
+            "codec": self.codec,
+            "compile": s.compile,
+        }
+
     def _run_settings(self, tmp: Path) -> Settings:
         """The settings of the ``vidsr upscale`` run the pipeline stage makes."""
-        s = self.settings
-        return make_settings(
-            "upscale",
-            {
-                "model": s.model,
-                "device": str(self.dev),
-                "precision": self.upscaler.precision_name,
-                "batch_size": self.bs,
-                "lanes": self.lanes,
-                "device_colour": s.device_colour,
-                "codec": self.codec,
-                "compile": s.compile,
-                "output": tmp / "pipeline.mkv",
-                "work_dir": tmp / "pipeline-work",
-                "overwrite": True,
-            },
-        )
+        paths = {"output": tmp / "pipeline.mkv", "work_dir": tmp / "pipeline-work"}
+        return make_settings("upscale", {**self._used(), **paths, "overwrite": True})
 
     def pipeline_stage(self, tmp: Path) -> None:
         from vidsr.jobs.local import InProcessExecutor
@@ -843,17 +832,10 @@ class _Bench:
                 "peak_gpu_mb": max((v for v in gpu_peaks.values() if v is not None), default=None),
                 "stage_peak_gpu_mb": gpu_peaks or None,
                 "settings": {
-                    "model": s.model,
+                    **self._used(),
                     "size": f"{self.width}x{self.height}",
                     "output_size": f"{self.ow}x{self.oh}",
                     "frames": s.frames,
-                    "device": str(self.dev),
-                    "precision": self.upscaler.precision_name,
-                    "batch_size": self.bs,
-                    "lanes": self.lanes,
-                    "device_colour": s.device_colour,
-                    "codec": self.codec,
-                    "compile": s.compile,
                     "serial_precision": "fp16" if self.serial_half else "fp32",
                 },
                 "machine": self.machine,

@@ -22,7 +22,6 @@ from typing import Any
 
 # --- exit codes: the one table (the CLI exits with these) ----------------------------------
 
-EXIT_OK = 0
 #: ``vidsr batch``: at least one file failed.
 EXIT_FILES_FAILED = 3
 #: A bug: one line, the traceback with VIDSR_DEBUG=1 (BSD's EX_SOFTWARE).

@@ -37,9 +37,6 @@ from vidsr.errors import UnknownOptionError, UsageError, opt
 
 #: The commands whose options the table declares.
 COMMANDS = ("upscale", "batch", "bench", "preview")
-#: How a value reached the table: typed on the command line (text), given in Python, or
-#: read from a preset file (TOML values).
-SOURCES = ("cli", "api", "preset")
 
 #: The values of the auto/on/off switches (``--device-colour``, ``--hw-decode``).
 SWITCH = ("auto", "on", "off")

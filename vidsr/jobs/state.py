@@ -89,7 +89,6 @@ class JobState:
         settings: Mapping[str, Any],
         chunks: Sequence[Chunk],
         restart: bool = False,
-        suffix: str = ".mkv",
     ) -> JobState:
         """Resume the job in ``work_dir`` or start a new one there.
 

@@ -307,7 +307,7 @@ def _srvgg(
 
 
 def _rrdb(
-    convs: list[_Conv], layers: list[NcnnLayer], producer: dict[str, NcnnLayer], where: str
+    convs: list[_Conv], producer: dict[str, NcnnLayer], where: str
 ) -> tuple[dict[str, torch.Tensor], int]:
     n = len(convs)
     tail = ["conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
@@ -381,7 +381,7 @@ def convert_ncnn(param_path: str | Path, bin_path: str | Path | None = None) -> 
                 f"not fit PixelShuffle {upscale}"
             )
     elif any(la.type == "Concat" for la in layers) and not prelus and not acts:
-        sd, scale = _rrdb(convs, layers, producer, where)
+        sd, scale = _rrdb(convs, producer, where)
         spec = detect_architecture(sd, source=str(param_path))
         if spec.kwargs["scale"] != scale:
             raise ModelError(f"{where}: conv_first input channels do not fit an x{scale} RRDBNet")

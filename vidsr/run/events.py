@@ -140,10 +140,6 @@ class InFile(Event):
     file: str
     event: Event
 
-    @property
-    def inner_kind(self) -> str:
-        return self.event.kind
-
     def as_dict(self) -> dict[str, Any]:
         return {**self.event.as_dict(), "file": self.file}
 

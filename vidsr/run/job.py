@@ -172,7 +172,7 @@ class _Tally:
     def __post_init__(self) -> None:
         self.done_frames = self.resumed
 
-    def on_frames(self, index: int, n: int) -> None:
+    def on_frames(self, _index: int, n: int) -> None:
         self.done_frames += n
         elapsed = time.perf_counter() - self.t_start
         fps = round((self.done_frames - self.resumed) / elapsed, 3) if elapsed > 0 else None
