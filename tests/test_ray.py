@@ -63,14 +63,11 @@ def _token_auth_from_env(mp: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Loopback-only Ray settings and one model cache (converted here, before any Ray
-    worker starts, so workers find it)."""
-    home = tmp_path_factory.getbasetemp() / "vidsr-home"
+def ray_env(shared_home: Path) -> Iterator[Path]:
+    """Loopback-only Ray settings, and the session's model cache converted here, before any
+    Ray worker starts, so workers find it."""
     ray_tmp = Path(tempfile.mkdtemp(prefix="vr", dir="/tmp"))  # short: AF_UNIX paths
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VIDSR_HOME", str(home))
-        mp.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
         mp.setenv("RAY_TMPDIR", str(ray_tmp))
         mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         mp.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)

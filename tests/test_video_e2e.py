@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
@@ -92,16 +91,6 @@ def rgb_pix_fmt(bit_depth: int) -> str:
 
 
 # --- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def vidsr_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One model cache for the session (the ncnn conversion runs once); never the network."""
-    home = tmp_path_factory.getbasetemp() / "vidsr-home"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VIDSR_HOME", str(home))
-        mp.setenv("VIDSR_MODEL_BASE_URL", "http://127.0.0.1:9/unreachable/")
-        yield home
 
 
 @pytest.fixture(scope="module")

@@ -278,7 +278,7 @@ def child_main() -> None:
     segment per ``open`` message until the parent closes the socket or dies."""
     fd, parent_pid = int(sys.argv[1]), int(sys.argv[2])
     # terminate() from the parent: unwind through the abort path below, leaving no file.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(errors.EXIT_TERMINATED))
     # Ctrl-C reaches the whole process group: the parent unwinds and stops this process;
     # failing here first would turn the interrupt into an "encoder failed" error.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
