@@ -216,7 +216,7 @@ def test_dry_run_missing_inputs_and_clashing_names(shows: Path, tmp_path: Path, 
     assert "matches no video file" in r["*.mkv"]["error"]
 
     code, _, err = run(capsys, "batch", str(shows), *MODEL)
-    assert code == 2 and "-o OUTDIR" in err and "--output" in err
+    assert code == 2 and "batch needs --output (the folder for every output)" in err
     code, _, err = run(capsys, "batch", str(shows), "-o", str(out), "--name", "{x}.mkv")
     assert code == 2 and "unknown field {x}" in err
     (tmp_path / "empty-dir").mkdir()

@@ -350,8 +350,8 @@ def test_decode_planes_and_the_choice_of_path(media_clips: dict[str, Path]) -> N
     assert (dc.matrix, dc.out_matrix) == (C.MATRIX_BT2020_NCL, C.MATRIX_BT2020_NCL)
     rgb_out = plan_device_colour(info, {**kwargs, "codec": "ffv1", "pix_fmt": "bgr0"}, cpu, "on")
     assert rgb_out is not None and rgb_out.output is None and rgb_out.source is not None
-    with pytest.raises(UsageError, match="device_colour="):
-        plan_device_colour(info, kwargs, cpu, "sometimes")
+    with pytest.raises(UsageError, match="device_colour= must be one of auto, on, off"):
+        upscale_settings(device_colour="sometimes")  # the option's check, before any plan
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from vidsr.models.ncnn import convert_ncnn, ncnn_files, parse_param
 from vidsr.models.registry import DEFAULT_MODEL, MODELS, get_record
 from vidsr.models.sources import import_model_file, is_cached
 from vidsr.models.weights import read_weights_file
+from vidsr.settings import make_settings
 
 SHARED_WEIGHTS = Path(__file__).parents[2] / "shared" / "weights"
 OFFICIAL_ANIMEVIDEOV3 = SHARED_WEIGHTS / "realesr-animevideov3.pth"
@@ -328,8 +329,8 @@ def test_denoise_strength_blends_like_dni(tmp_path: Path) -> None:
     )
     only = load_network("realesr-general-x4v3", denoise_strength=1.0).module.state_dict()
     assert all(torch.equal(only[k], a[k]) for k in a)
-    with pytest.raises(UsageError, match="between 0 and 1"):
-        load_network("realesr-general-x4v3", denoise_strength=1.5)
+    with pytest.raises(UsageError, match="between 0 and 1"):  # the option's own check
+        make_settings("upscale", {"model": "realesr-general-x4v3", "denoise_strength": 1.5})
     with pytest.raises(UsageError, match="realesr-general-x4v3 only"):
         load_network("realesr-animevideov3", denoise_strength=0.5)
     with pytest.raises(UsageError, match="realesr-general-x4v3 only"):

@@ -215,15 +215,23 @@ def test_the_fingerprint_holds_what_changes_the_bytes_and_nothing_else() -> None
         "pix_fmt": "yuv444p",
         "encoder_opt": {"tune": "animation"},
         "compile": True,
-        "model": "RealESRGAN_x4plus",
-        "chunk_frames": 10,
     }
     for name, value in other.items():
         assert fingerprint(base.replace(**{name: value})) != fingerprint(base), name
-    # "auto" and what it resolves to are the same job: the CLI's default and an API call
-    # naming the resolved value fingerprint alike.
-    explicit = resolve(upscale_settings(precision="fp32", device_colour="off"), "cpu")
+    # The model is its weights' hash (the same weights by name or by file are the same job);
+    # a resumed job keeps the chunks it was planned with, so their length is not in it.
+    assert fingerprint(base, weights="a") != fingerprint(base, weights="b")
+    for name, value in {"model": "models/mine.pth", "chunk_frames": 10}.items():
+        assert fingerprint(base.replace(**{name: value})) == fingerprint(base), name
+    # "auto" and what it resolves to are the same job, as are a default left out and spelled
+    # out: the CLI's defaults and an API call naming the resolved values fingerprint alike.
+    explicit = resolve(
+        upscale_settings(precision="fp32", device_colour="off", crf=18, encoder_preset="medium"),
+        "cpu",
+    )
     assert fingerprint(explicit) == fingerprint(base)
+    general = resolve(upscale_settings(model="realesr-general-x4v3"), "cpu")
+    assert general.denoise_strength == 0.5  # the blend's default, made explicit
     assert base.precision == "fp32" and base.device_colour == "off" and base.scale == 4.0
 
 

@@ -28,9 +28,15 @@ def api_options() -> list[Any]:
 
 def settings_from_kwargs(command: str, kwargs: dict[str, Any]) -> Settings:
     """Settings from keyword arguments given explicitly (a preset among them fills in the
-    others, below them)."""
+    others, below them). Options that only steer the command line's terminal (``json``,
+    ``dry_run``) are not keyword arguments: ``UnknownOptionError`` like any unknown name."""
+    from vidsr.options import find, unknown_option
     from vidsr.run.presets import with_preset
 
+    for name in kwargs:
+        option = find(command, name)
+        if option is None or not option.api:
+            raise unknown_option(command, name)
     return make_settings(command, with_preset(kwargs, command), "api")
 
 

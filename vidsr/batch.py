@@ -3,7 +3,7 @@
 ``vidsr batch INPUTS... -o OUTDIR`` takes files, folders (``--recursive``), globs and list files
 (``@list.txt`` or ``--from-file``), names each output from a template, keeps each file's folder
 relative to the input it was found under, and runs every file as a chunked job
-(:func:`vidsr.jobs.runner.run_job`), so:
+(:func:`vidsr.run.job.run_job`), so:
 
 - a finished output (probed: the same exact frame count as its source) is skipped untouched;
 - a partial one (its ``OUTPUT.vidsr-work`` folder exists) resumes from its finished chunks;
@@ -41,8 +41,8 @@ from vidsr.errors import (
     UsageError,
     VidsrError,
     opt,
+    render,
 )
-from vidsr.options import ORDERS
 from vidsr.run.events import ChunkDone, Event, EventSink, InFile, JobStarted, no_sink
 from vidsr.run.plan import WORK_SUFFIX
 from vidsr.settings import Settings
@@ -225,8 +225,6 @@ def order_inputs(
 ) -> list[BatchInput]:
     """``name``: by path below its input folder; ``size``: smallest first; ``mtime``: oldest
     first. ``reverse`` flips it. Inputs in error keep their place at the end."""
-    if order not in ORDERS:
-        raise UsageError(f"{opt('order')} must be one of {', '.join(ORDERS)}, not {order!r}")
     good = [i for i in items if i.error is None]
     bad = [i for i in items if i.error is not None]
 
@@ -418,7 +416,7 @@ def format_summary(result: BatchResult) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in result.counts().items())
     tail = f"{len(result.files)} inputs: {counts} in {human_seconds(result.seconds)}"
     if result.stopped == "max-hours":
-        tail += f"; stopped by {opt('max_hours')}: run the same command again to resume"
+        tail += render(f"; stopped by {opt('max_hours')}: run the same command again to resume")
     elif result.stopped == "interrupted":
         tail += "; interrupted: run the same command again to resume"
     elif result.stopped == "fatal":
@@ -653,7 +651,10 @@ class _Batch:
             return False
         self.result.stopped = "max-hours"
         self.log.write(
-            f"{opt('max_hours')} {self.settings.max_hours:g} reached; stopping before {item.rel}"
+            render(
+                f"{opt('max_hours')} {self.settings.max_hours:g} reached; "
+                f"stopping before {item.rel}"
+            )
         )
         return True
 
@@ -698,9 +699,11 @@ class _Batch:
             rep.status = "stopped"
             result.stopped = "max-hours"
             self.log.write(
-                f"  stopped after {rep.frames} of {rep.source_frames} frames: "
-                f"{opt('max_hours')} {self.settings.max_hours:g} reached; the next run "
-                "resumes here"
+                render(
+                    f"  stopped after {rep.frames} of {rep.source_frames} frames: "
+                    f"{opt('max_hours')} {self.settings.max_hours:g} reached; the next run "
+                    "resumes here"
+                )
             )
         elif isinstance(exc, KeyboardInterrupt):  # Interrupted (Ctrl-C, SIGTERM) is one
             rep.status = "stopped"
@@ -786,7 +789,7 @@ class _Batch:
             return
         if self.settings.ignore_errors and 0 < frames < source_frames:
             rep.status = "skipped"
-            rep.error = (
+            rep.error = render(
                 f"kept: {frames} of {source_frames} frames (damaged source, "
                 f"{opt('ignore_errors', True)})"
             )

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from vidsr.errors import PipelineError, UsageError, opt
+from vidsr.run.resolve import resolve_switch
 from vidsr.settings import Settings, make_settings
 
 OnStage = Callable[[str], None]
@@ -753,11 +754,10 @@ class _Bench:
             self.seg = upscale_segment(
                 decode_frames(self.clip, info=self.info, planes=bool(colour and colour.source)),
                 upscaler=self.upscaler,
+                settings=self._run_settings(tmp),
                 encoder_kwargs=seg_kwargs,
                 out_shape=(self.oh, self.ow, 3),
                 out_dtype=np.dtype(np.uint8),
-                batch_size=self.bs,
-                lanes=self.lanes,
                 device_colour=colour,
             )
             self.seconds["segment"] = time.perf_counter() - t0
@@ -772,7 +772,7 @@ class _Bench:
             "precision": self.upscaler.precision_name,
             "batch_size": self.bs,
             "lanes": self.lanes,
-            "device_colour": s.device_colour,
+            "device_colour": resolve_switch(s.device_colour, self.dev.type),
             "codec": self.codec,
             "compile": s.compile,
         }

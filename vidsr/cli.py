@@ -23,6 +23,7 @@ from click.core import ParameterSource
 from vidsr.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_NOT_USABLE,
     InputError,
     Interrupted,
     Terminated,
@@ -492,7 +493,7 @@ def doctor(as_json: bool) -> None:
     report = doctor_report()
     click.echo(json.dumps(report, indent=2, default=str) if as_json else format_doctor(report))
     if not report["usable"]:
-        sys.exit(1)
+        sys.exit(EXIT_NOT_USABLE)
 
 
 @cli.command()

@@ -22,6 +22,8 @@ from typing import Any
 
 # --- exit codes: the one table (the CLI exits with these) ----------------------------------
 
+#: ``vidsr doctor``: this install cannot run vidsr (its report says what to do).
+EXIT_NOT_USABLE = 1
 #: ``vidsr batch``: at least one file failed.
 EXIT_FILES_FAILED = 3
 #: A bug: one line, the traceback with VIDSR_DEBUG=1 (BSD's EX_SOFTWARE).

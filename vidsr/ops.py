@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from vidsr.errors import UsageError, opt
+from vidsr.errors import UsageError, opt, render
 from vidsr.settings import Settings
 
 # --- probe -----------------------------------------------------------------------------------
@@ -244,9 +244,7 @@ def make_preview(path: Path, settings: Settings) -> dict[str, Any]:
     from vidsr.files import atomic_output, check_output_path
     from vidsr.models.loader import check_model_spec, expected_scale
 
-    output = Path(settings.output)
-    if output.suffix.lower() != ".png":
-        raise UsageError(f"preview writes a PNG: give a .png {opt('output')}, not {output.name!r}")
+    output = Path(settings.output)  # a .png: the option's check
     check_output_path(output, overwrite=settings.overwrite, inputs=(path,))
     for m in settings.models:
         check_model_spec(m)
@@ -548,12 +546,17 @@ def _check_pyav(problems: list[str], advice: list[str], cuda: bool) -> dict[str,
     missing = [c for c in ("libx265", "libsvtav1") if not a["encoders"][c]]
     if missing:
         advice.append(
-            f"PyAV lacks {', '.join(missing)}: use {opt('codec', 'libx264')} or ffv1 (the "
-            "anime, anime-hq and live-action presets use libx265)"
+            render(
+                f"PyAV lacks {', '.join(missing)}: use {opt('codec', 'libx264')} or ffv1 (the "
+                "anime, anime-hq and live-action presets use libx265)"
+            )
         )
     if cuda and not any(a["nvenc_usable"].values()):
         advice.append(
-            f"no NVENC encoder opens: GPU encoding ({opt('codec', 'hevc_nvenc')}) is unavailable"
+            render(
+                f"no NVENC encoder opens: GPU encoding ({opt('codec', 'hevc_nvenc')}) "
+                "is unavailable"
+            )
         )
     return a
 

@@ -271,11 +271,12 @@ def _unit(v: float) -> str | None:
     return None if 0.0 <= v <= 1.0 else "must be between 0 and 1"
 
 
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+#: The device spellings (``cuda:N`` captures N).
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(?::(\d+))?")
 
 
 def _device(v: str) -> str | None:
-    if _DEVICE.fullmatch(v.strip().lower()):
+    if DEVICE_PATTERN.fullmatch(v.strip().lower()):
         return None
     return "must be auto, cpu, cuda or cuda:N"
 
@@ -426,8 +427,7 @@ OPTIONS: tuple[Option, ...] = (
         _UP | _BENCH,
         short="-m",
         check=_not_empty,
-        fingerprint=True,
-    ),
+    ),  # the weights' hash is fingerprinted instead: the same weights by name or by file
     _opt(
         "models",
         NAMES,
@@ -532,11 +532,21 @@ OPTIONS: tuple[Option, ...] = (
         "output",
         PATH,
         None,
-        "Output file, or folder for a folder input (batch: the folder for every output; "
-        "preview: the PNG).",
-        _UP | _PREVIEW,
+        "Output file, or folder for a folder input (batch: the folder for every output).",
+        _UP,
         short="-o",
-        required=_BATCH | _PREVIEW,
+        required=_BATCH,
+        preset=False,
+    ),
+    _opt(
+        "output",
+        PATH,
+        None,
+        "The PNG to write.",
+        _PREVIEW,
+        short="-o",
+        check=_png,
+        required=_PREVIEW,
         preset=False,
     ),
     _opt("overwrite", FLAG, False, "Replace an existing output.", _UP | _PREVIEW, preset=False),
@@ -616,19 +626,17 @@ OPTIONS: tuple[Option, ...] = (
         "chunk_frames",
         INT,
         None,
-        "Frames per chunk (the resumable unit).",
+        "Frames per chunk (the resumable unit; a resumed job keeps its chunks).",
         _UP,
         check=_at_least(1),
-        fingerprint=True,
     ),
     _opt(
         "chunk_seconds",
         FLOAT,
         None,
-        "Seconds of video per chunk (default 30).",
+        "Seconds of video per chunk (default 30; a resumed job keeps its chunks).",
         _UP,
         check=_positive,
-        fingerprint=True,
     ),
     _opt(
         "work_dir",
@@ -810,14 +818,29 @@ def find(command: str, name: str) -> Option | None:
 
 
 def unknown_option(command: str, name: str, source: str = "api") -> UnknownOptionError:
-    """The one-line error for a name ``command`` does not take, with the nearest one."""
-    names = [o.name for o in options_for(command)]
+    """The one-line error for a name that ``command`` does not take from ``source`` (a
+    keyword argument, or a preset key), with the nearest one it does take - or, for an option
+    that exists but not there, where it belongs."""
+    options = options_for(command)
     if source == "preset":
-        names = [o.key for o in options_for(command) if o.preset]
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    shown = name if source == "preset" else f"{name}="
-    return UnknownOptionError(f"{command} has no option {shown}{hint}")
+        usable = [o.key for o in options if o.preset]
+        exists = any(o.key == name.replace("_", "-") for o in options)
+        elsewhere = "it belongs to one run; give it on the command line"
+        what = f"unknown key {name!r}"
+    else:
+        usable = [o.name for o in options if o.api]
+        exists = find(command, name) is not None
+        elsewhere = "it steers the command line's output only"
+        what = f"{command} has no option {name}="
+    dashed = name.replace("_", "-")
+    if source == "preset" and dashed != name and dashed in usable:
+        hint = f" (did you mean {dashed}?)"
+    elif exists and name not in usable:
+        hint = f" ({elsewhere})"
+    else:
+        close = difflib.get_close_matches(name, usable, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+    return UnknownOptionError(what + hint)
 
 
 def read_values(command: str, values: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -844,7 +867,7 @@ def check_together(command: str, values: Mapping[str, Any]) -> None:
 
 #: What a required option is for, in its refusal.
 _REQUIRED = {
-    ("batch", "output"): "-o OUTDIR, the folder for every output",
-    ("preview", "output"): "-o FILE.png, the picture to write",
+    ("batch", "output"): "the folder for every output",
+    ("preview", "output"): "the PNG to write",
     ("preview", "at"): "the time of the frame to show",
 }

@@ -139,11 +139,10 @@ def run_chunk(
     seg = upscale_segment(
         frames,
         upscaler=upscaler,
+        settings=settings.replace(batch_size=bs, lanes=lanes),  # auto: this segment's
         encoder_kwargs=kwargs,
         out_shape=(task.out_height, task.out_width, 3),
         out_dtype=out_dtype,
-        batch_size=bs,
-        lanes=lanes,
         device_colour=colour,
         on_frames=frames_done,
     )

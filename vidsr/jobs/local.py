@@ -3,7 +3,9 @@ slot pulling chunks from a shared queue (a faster device does more chunks).
 
 An executor runs chunk tasks; what each chunk does comes from its task's settings. The
 upscaler a worker builds (from the first task's settings, on its slot's device) is kept for
-the chunks after it, and across the files of a batch while the settings stay the same.
+the chunks after it. The in-process executor keeps its upscaler across the files of a batch
+(while the settings describe the same network); worker processes live for one job, so each
+file's job starts them, and their models, again.
 
 A worker that dies puts its chunk back in the queue and is replaced (a few times at most);
 the driver never waits on a dead worker, so a job never hangs.
@@ -222,12 +224,26 @@ def _worker_loop(slot: int, local: InProcessExecutor, tasks: Any, results: Any) 
                 return
 
 
-def _message(exc: BaseException) -> str:
-    """A worker's failure for the driver: a VidsrError's message unrendered (the driver
-    spells its option names for the reader), anything else with a short traceback."""
+def _message(exc: BaseException) -> tuple[str, str]:
+    """A worker's failure for the driver: (error class, one-line message). A VidsrError keeps
+    its class (so its exit code) and its message unrendered (the driver spells its option
+    names for the reader); anything else is a PipelineError naming the exception, its
+    traceback in this worker's log."""
     if isinstance(exc, VidsrError):
-        return exc.template
-    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}".strip()
+        return type(exc).__name__, exc.template
+    log.error("worker failure:\n%s", traceback.format_exc(limit=5))
+    first = str(exc).strip().splitlines()
+    return "PipelineError", f"{type(exc).__name__}: {first[0] if first else ''}".rstrip(": ")
+
+
+def _error(kind: str, message: str) -> VidsrError:
+    """A worker's failure as the driver's exception: the same VidsrError class."""
+    from vidsr import errors
+
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, VidsrError):
+        return cls(message)
+    return PipelineError(message)
 
 
 @dataclass
@@ -236,7 +252,6 @@ class _Slot:
     proc: Any
     chunk: int | None = None
     restarts: int = 0
-    name: str = ""
 
 
 class ProcessPoolExecutor:
@@ -281,7 +296,7 @@ class ProcessPoolExecutor:
             return _Slot(device, p, None, restarts)
 
         slots = [start(i, d) for i, d in enumerate(self.devices)]
-        fatal: list[str] = []
+        fatal: list[tuple[str, str]] = []
         try:
             while pending:
                 try:
@@ -289,14 +304,12 @@ class ProcessPoolExecutor:
                 except queue.Empty:
                     self._reap(slots, start, task_q, by_index, progress, on_frames, fatal)
                     if not any(s.proc.is_alive() for s in slots):
-                        raise PipelineError(
-                            "every worker has stopped: " + (fatal[-1] if fatal else "unknown")
-                        ) from None
+                        if fatal:  # the model or device: its own error, as in one process
+                            raise _error(*fatal[-1]) from None
+                        raise PipelineError("every worker has stopped") from None
                     continue
                 slot = slots[i]
-                if kind == "ready":
-                    slot.name = payload
-                elif kind == "fatal":
+                if kind == "fatal":
                     fatal.append(payload)
                 elif kind == "start":
                     slot.chunk = index
@@ -314,7 +327,8 @@ class ProcessPoolExecutor:
                     on_frames(index, -progress[index])
                     progress[index] = 0
                     if attempts[index] >= MAX_CHUNK_ATTEMPTS:
-                        raise PipelineError(f"chunk {index} failed: {payload.splitlines()[0]}")
+                        kind_name, message = payload
+                        raise _error(kind_name, f"chunk {index} failed: {message}")
                     task_q.put(by_index[index])
         finally:
             for _ in slots:
@@ -338,7 +352,7 @@ class ProcessPoolExecutor:
         by_index: dict[int, ChunkTask],
         progress: dict[int, int],
         on_frames: OnFrames,
-        fatal: list[str],
+        fatal: list[tuple[str, str]],
     ) -> None:
         """Requeue the chunk of any dead worker and start a replacement."""
         for i, s in enumerate(slots):

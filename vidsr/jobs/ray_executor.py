@@ -93,11 +93,7 @@ def plan_resources(
 ) -> TaskResources:
     """The resources of a chunk task for ``device`` on a cluster whose alive nodes have
     ``nodes`` (each node's total resources, as in ``ray.nodes()[i]["Resources"]``)."""
-    spec = device.strip().lower()
-    if workers_per_device < 1:
-        raise ValueError(f"workers_per_device must be at least 1, not {workers_per_device}")
-    if spec not in ("auto", "cpu", "cuda") and not spec.startswith("cuda:"):
-        raise UsageError(f"{opt('device')} must be auto, cpu, cuda or cuda:N, not {device!r}")
+    spec = device.strip().lower()  # checked by the option table: auto | cpu | cuda | cuda:N
     has_gpu = any(n.get("GPU", 0) > 0 for n in nodes)
     if spec == "cpu" or (spec == "auto" and not has_gpu):
         cores = [int(n["CPU"]) for n in nodes if n.get("CPU", 0) >= 1]

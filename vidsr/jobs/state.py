@@ -46,10 +46,6 @@ def fingerprint_source(path: Path) -> dict[str, Any]:
     }
 
 
-def default_work_dir(output: Path) -> Path:
-    return output.with_name(output.name + ".vidsr-work")
-
-
 def _setting_name(key: str) -> str:
     """A fingerprint key as the reader knows it: an option (spelled their way), else its
     own words (``weights``: the model's weights' hash)."""

@@ -113,12 +113,10 @@ def _looks_like_path(spec: str) -> bool:
 def _check_strength(name: str, strength: float | None, allowed: bool) -> None:
     if strength is None:
         return
-    if not allowed:
+    if not allowed:  # its range is the option's own check
         raise UsageError(
             f"{opt('denoise_strength')} applies to realesr-general-x4v3 only, not to model {name}"
         )
-    if not 0.0 <= float(strength) <= 1.0:
-        raise UsageError(f"{opt('denoise_strength')} must be between 0 and 1, not {strength}")
 
 
 def _classify(spec: str | os.PathLike[str]) -> tuple[str, Any]:

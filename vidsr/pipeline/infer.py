@@ -4,7 +4,6 @@ the final resize. Tensor contract everywhere: (N, 3, H, W) float in [0, 1]."""
 from __future__ import annotations
 
 import math
-import re
 import threading
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 
 from vidsr.errors import DeviceError, UsageError, opt
 from vidsr.models.loader import LoadedNetwork, load_network
+from vidsr.options import DEVICE_PATTERN, PRECISIONS
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -21,13 +21,13 @@ def resolve_device(spec: str) -> torch.device:
     """The device rule: ``auto`` -> ``cuda`` when available, else ``cpu``. Refuses a CUDA
     device that is absent."""
     spec = spec.strip().lower()
+    m = DEVICE_PATTERN.fullmatch(spec)
+    if not m:
+        raise UsageError(f"{opt('device')} must be auto, cpu, cuda or cuda:N, not {spec!r}")
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
         return torch.device("cpu")
-    m = re.fullmatch(r"cuda(?::(\d+))?", spec)
-    if not m:
-        raise UsageError(f"{opt('device')} must be auto, cpu, cuda or cuda:N, not {spec!r}")
     if not torch.cuda.is_available():
         raise DeviceError(f"device {spec} requested but CUDA is not available on this machine")
     index = int(m.group(1) or 0)
@@ -45,7 +45,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         return torch.float16 if device.type == "cuda" else torch.float32
     if precision not in _DTYPES:
         raise UsageError(
-            f"{opt('precision')} must be one of auto, fp32, fp16, bf16, not {precision!r}"
+            f"{opt('precision')} must be one of {', '.join(PRECISIONS)}, not {precision!r}"
         )
     if precision == "fp16" and device.type == "cpu":
         raise DeviceError(

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from vidsr.errors import GpuMemoryError, PipelineError, UsageError, opt
-from vidsr.options import SWITCH
+from vidsr.errors import GpuMemoryError, PipelineError, opt
 from vidsr.pipeline.encoder_process import EncoderProcess
 from vidsr.pipeline.infer import Upscaler
 from vidsr.pipeline.lanes import Lanes, threads_per_lane
 from vidsr.pipeline.stages import ProducerThread, StageStats
+from vidsr.settings import Settings
 
 if TYPE_CHECKING:
     from vidsr.media.colour import PlanarLayout
@@ -160,8 +160,6 @@ def plan_device_colour(
     from vidsr.media.colour import planar_layout
     from vidsr.media.encode import source_encoder_colour
 
-    if mode not in SWITCH:
-        raise UsageError(f"{opt('device_colour')} must be one of {', '.join(SWITCH)}, not {mode!r}")
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
     v = info.video
@@ -211,22 +209,22 @@ def upscale_segment(
     frames: Any,
     *,
     upscaler: Upscaler,
+    settings: Settings,
     encoder_kwargs: dict[str, Any],
     out_shape: tuple[int, int, int],
     out_dtype: np.dtype,
-    batch_size: int,
-    lanes: int = 1,
     device_colour: DeviceColour | None = None,
     on_frames: Callable[[int], None] | None = None,
 ) -> SegmentResult:
     """Run decoded ``frames`` (an iterable of objects with ``.rgb`` (H, W, 3) uint8/uint16
     and ``.pts``) through the model into an encoder process writing ``encoder_kwargs``.
 
-    ``lanes`` > 1 (CPU only) runs that many batches at once, each in its own thread with a
-    share of torch's threads (:mod:`vidsr.pipeline.lanes`); frames still reach the encoder
-    in order. ``device_colour`` converts on the model's device: frames then carry ``.planes``
-    (when its ``source`` is set) and/or the encoder receives YUV planes (when its ``output``
-    is). ``on_frames(n)`` is called after each batch is handed to the encoder.
+    ``settings`` are the run's, resolved for this segment: ``batch_size`` frames go through
+    the model at a time, and ``lanes`` > 1 (CPU only) runs that many batches at once, each in
+    its own thread with a share of torch's threads (:mod:`vidsr.pipeline.lanes`); frames still
+    reach the encoder in order. ``device_colour`` converts on the model's device: frames then
+    carry ``.planes`` (when its ``source`` is set) and/or the encoder receives YUV planes (when
+    its ``output`` is). ``on_frames(n)`` is called after each batch is handed to the encoder.
     """
     from vidsr.media.colour import planes_to_rgb, rgb_to_planes, samples_to_int
 
@@ -236,7 +234,8 @@ def upscale_segment(
     encode = StageStats("encode")
     infer = ResilientInfer(upscaler)
     device = upscaler.device
-    lanes = max(1, lanes) if device.type == "cpu" else 1
+    batch_size = max(1, settings.batch_size)
+    lanes = max(1, settings.lanes) if device.type == "cpu" else 1
     peak = float(np.iinfo(out_dtype).max)
     producer = ProducerThread(frames, maxsize=max(4, 2 * batch_size * lanes), stats=decode)
     if dc is not None and dc.output is not None:

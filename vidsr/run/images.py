@@ -27,11 +27,18 @@ class ImageRun:
 
 
 def _resolved(settings: Settings) -> Settings:
-    """``settings`` resolved for the device images run on (the one ``device``)."""
-    from vidsr.pipeline.infer import resolve_device
-    from vidsr.run.resolve import resolve
+    """``settings`` resolved for the device images run on: this process, on the first of the
+    run's devices (``--device``, or the first of ``--devices``)."""
+    from vidsr.errors import opt
+    from vidsr.run.resolve import placement, resolve
 
-    return resolve(settings, resolve_device(settings.device).type)
+    if settings.backend != "local":
+        raise UsageError(
+            f"{opt('backend', settings.backend)} runs the chunks of videos; images are upscaled "
+            f"in this process: leave {opt('backend')} out"
+        )
+    slot = placement(settings.replace(workers_per_device=1)).slots[0]
+    return resolve(settings.replace(device=slot, devices=()), "cuda" if "cuda" in slot else "cpu")
 
 
 def _upscaler(settings: Settings, progress: Callable[[int, int], None] | None) -> Any:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from vidsr.errors import UsageError, opt
 from vidsr.models.weights import WEIGHT_SUFFIXES
-from vidsr.options import NAME_FIELDS
 
 #: A video's default container (it carries every stream vidsr keeps).
 DEFAULT_VIDEO_SUFFIX = ".mkv"
@@ -48,7 +47,11 @@ def template_name(template: str, rel: Path, *, model: str, scale: float, codec: 
     ``{scale}`` ``{codec}``. ``UsageError`` for a name that leaves the folder or a container
     vidsr cannot write."""
     from vidsr.media.remux import SUPPORTED_SUFFIXES
+    from vidsr.options import find
 
+    option = find("batch", "name")
+    assert option is not None
+    option.read(template, "api")  # its fields: the option's own check
     fields = {
         "stem": rel.stem,
         "name": rel.name,
@@ -59,10 +62,7 @@ def template_name(template: str, rel: Path, *, model: str, scale: float, codec: 
     }
     try:
         name = template.format_map(fields)
-    except KeyError as exc:
-        known = ", ".join("{" + f + "}" for f in NAME_FIELDS)
-        raise UsageError(f"{opt('name')}: unknown field {{{exc.args[0]}}}; use {known}") from None
-    except (ValueError, IndexError, AttributeError) as exc:
+    except (KeyError, ValueError, IndexError, AttributeError) as exc:
         raise UsageError(f"{opt('name', template)}: {exc}") from None
     out = rel.parent / name
     if not name or Path(name).is_absolute() or ".." in Path(name).parts:

@@ -29,7 +29,7 @@ from typing import Any
 
 from vidsr.errors import UsageError, render
 from vidsr.home import presets_dir
-from vidsr.options import Option, find, options_for
+from vidsr.options import Option, options_for, unknown_option
 
 SUFFIX = ".toml"
 
@@ -144,13 +144,8 @@ def preset_values(preset: Preset, command: str = "upscale") -> dict[str, Any]:
     for key, value in preset.values.items():
         option = options.get(key)
         if option is None:
-            hint = ""
-            dashed = key.replace("_", "-")
-            if dashed in options:
-                hint = f" (did you mean {dashed}?)"
-            elif find(command, dashed.replace("-", "_")) is not None:
-                hint = " (it belongs to one run; give it on the command line)"
-            raise UsageError(f"preset {preset.name}: unknown key {key!r}{hint}")
+            problem = unknown_option(command, key, "preset")
+            raise UsageError(f"preset {preset.name}: {problem.template}")
         try:
             out[option.name] = option.read(value, "preset")
         except UsageError as exc:

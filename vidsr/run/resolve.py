@@ -86,30 +86,48 @@ def placement(settings: Settings) -> Placement:
     return Placement("local", slots, types[0])
 
 
+def resolve_switch(value: str, device_type: str) -> str:
+    """An auto/on/off switch that follows the device (device colour, NVDEC): ``auto`` is on
+    with CUDA, off on the CPU."""
+    if value != "auto":
+        return value
+    return "on" if device_type == "cuda" else "off"
+
+
 def resolve(settings: Settings, device_type: str) -> Settings:
-    """``settings`` with ``precision``, ``device_colour``, ``hw_decode``, ``codec`` and
-    ``scale`` resolved for a run on ``device_type`` (``cpu`` or ``cuda``); the device (when
-    one slot) and the model are checked. ``DeviceError`` for a precision the device cannot
-    run, ``ModelError`` for an unknown model, ``UsageError`` for an unknown encoder."""
+    """``settings`` with every default this run can decide made explicit, for a run on
+    ``device_type`` (``cpu`` or ``cuda``): ``precision``, ``device_colour``, ``hw_decode``,
+    ``codec``, ``scale`` (the model's own), ``denoise_strength`` (the blend's default for
+    realesr-general-x4v3), and ``crf`` / ``encoder_preset`` (the codec's defaults), so that
+    spelling a default out is the same job as leaving it out. The model and encoder are
+    checked: ``DeviceError`` for a precision the device cannot run, ``ModelError`` for an
+    unknown model, ``UsageError`` for an unknown encoder."""
     import torch
 
-    from vidsr.media.encode import encoder_pix_fmts, resolve_codec
-    from vidsr.models.loader import expected_scale
+    from vidsr.media.encode import CODEC_DEFAULTS, encoder_pix_fmts, resolve_codec
+    from vidsr.models.loader import DEFAULT_DENOISE_STRENGTH, expected_scale
+    from vidsr.models.registry import find_record
     from vidsr.pipeline.infer import precision_name, resolve_precision
 
-    on_cuda = device_type == "cuda"
     precision = precision_name(resolve_precision(settings.precision, torch.device(device_type)))
-
-    def switch(value: str) -> str:
-        return ("on" if on_cuda else "off") if value == "auto" else value
-
     codec = resolve_codec(settings.codec, device_type)
     encoder_pix_fmts(codec)  # an unknown encoder is a UsageError here, before any work
     scale = settings.scale if settings.scale is not None else float(expected_scale(settings.model))
+    record = find_record(settings.model)
+    strength = settings.denoise_strength
+    if strength is None and record is not None and record.denoise_pair is not None:
+        strength = DEFAULT_DENOISE_STRENGTH
+    defaults = CODEC_DEFAULTS.get(codec, {})
+    crf = settings.crf
+    if crf is None and (defaults.get("crf") or defaults.get("cq")):
+        crf = float(defaults.get("crf") or defaults["cq"])
     return settings.replace(
         precision=precision,
-        device_colour=switch(settings.device_colour),
-        hw_decode=switch(settings.hw_decode),
+        device_colour=resolve_switch(settings.device_colour, device_type),
+        hw_decode=resolve_switch(settings.hw_decode, device_type),
         codec=codec,
         scale=scale,
+        denoise_strength=strength,
+        crf=crf,
+        encoder_preset=settings.encoder_preset or defaults.get("preset"),
     )
