@@ -16,7 +16,7 @@ from vidsr.media import colour
 from vidsr.media.decode import decode_frames
 from vidsr.media.encode import VideoEncoder
 from vidsr.media.probe import MediaInfo, probe
-from vidsr.media.remux import check_container_support, remux
+from vidsr.media.remux import check_container_support, plan_streams, remux
 
 
 def _encode(src: Path, info: MediaInfo, out: Path, **kwargs) -> None:
@@ -190,17 +190,26 @@ def test_mp4_output_with_x264(media_clips, tmp_path):
 def test_check_container_support(media_clips):
     rich = probe(media_clips["rich"])
     assert check_container_support(rich, ".mkv", "ffv1") == []
+    # ASS and SRT become mov_text in MP4; the font attachment cannot be carried
     problems = check_container_support(rich, ".mp4", "h264")
-    text = "\n".join(problems)
-    assert len(problems) == 3
-    assert "ass subtitles" in text and "subrip subtitles" in text and "attachments" in text
-    assert check_container_support(rich, "mp4", "h264", exclude=[3, 4, 5]) == []
+    assert len(problems) == 1 and "attachments" in problems[0], problems
+    plans = {p.stream.index: p for p in plan_streams(rich, ".mp4")}
+    assert [(plans[i].action, plans[i].codec) for i in (3, 4)] == [
+        ("convert", "mov_text"),
+        ("convert", "mov_text"),
+    ]
+    assert "styling" in plans[3].note and not plans[4].note  # ASS loses its styling, SRT not
+    assert check_container_support(rich, "mp4", "h264", exclude=[5]) == []
     assert any(
         "ffv1" in p for p in check_container_support(probe(media_clips["cfr"]), ".mp4", "ffv1")
     )
     assert check_container_support(rich, ".avi")[0].startswith(".avi outputs are not supported")
     webm = check_container_support(probe(media_clips["cfr"]), ".webm", "h264")
     assert len(webm) == 2  # h264 video and aac audio
+    # encoders are checked by the codec they write
+    assert check_container_support(probe(media_clips["cfr"]), ".webm", "libvpx-vp9")[0].startswith(
+        "#1 audio (aac"
+    )
 
 
 def test_remux_refuses_and_leaves_nothing(media_clips, tmp_path):
@@ -209,7 +218,7 @@ def test_remux_refuses_and_leaves_nothing(media_clips, tmp_path):
     video_only = tmp_path / "v.mkv"
     _encode(src, info, video_only, codec="ffv1")
     out = tmp_path / "out.mp4"
-    with pytest.raises(PipelineError, match="ass subtitles"):
+    with pytest.raises(PipelineError, match="cannot carry attachments"):
         remux(video_only, src, out, info=info)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mkv"]
 
@@ -225,6 +234,17 @@ def test_remux_excluding_streams(media_clips, tmp_path):
     assert [(s.type, s.codec) for s in o.copied_streams] == [
         ("audio", "aac"),
         ("audio", "flac"),
+        ("video", "png"),
+    ]
+    # leaving out only what MP4 cannot carry: the subtitles come as mov_text
+    converted = tmp_path / "converted.mp4"
+    remux(video_only, src, converted, info=info, drop_unsupported=True)
+    c = probe(converted)
+    assert [(s.type, s.codec) for s in c.copied_streams] == [
+        ("audio", "aac"),
+        ("audio", "flac"),
+        ("subtitle", "mov_text"),
+        ("subtitle", "mov_text"),
         ("video", "png"),
     ]
     assert [s.is_chapter_track for s in o.streams].count(True) == 1  # how MP4 keeps chapters

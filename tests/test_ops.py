@@ -55,9 +55,12 @@ def test_probe_json_rich_file_in_mkv_and_mp4(media_clips: dict[str, Path], capsy
     assert code == 0
     r = json.loads(out)
     kept = {s["index"]: s["kept"] for s in r["streams"]}
-    assert kept == {1: True, 2: True, 3: False, 4: False, 5: False, 6: True}
-    assert not r["output"]["ok"] and len(r["output"]["cannot_keep"]) == 3
-    assert ".mp4 cannot carry ass subtitles" in r["streams"][2]["problem"]
+    assert kept == {1: True, 2: True, 3: True, 4: True, 5: False, 6: True}
+    assert [s["action"] for s in r["streams"]][2:5] == ["convert", "convert", "refuse"]
+    assert not r["output"]["ok"] and len(r["output"]["cannot_keep"]) == 1
+    assert r["streams"][4]["problem"] == ".mp4 cannot carry attachments (fonts)"
+    assert "--drop-unsupported" in r["output"]["refusal"] and "write .mkv" in r["output"]["refusal"]
+    assert any("styling" in w for w in r["warnings"])  # ASS becomes mov_text
 
     code, out, _ = run(capsys, "probe", str(media_clips["rich"]), "--container", ".mp4")
     assert code == 0

@@ -420,7 +420,7 @@ def _no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("vidsr.pipeline.video.upscale_segment", forbidden)
 
 
-def test_mp4_with_ass_refused_before_any_work(
+def test_mp4_refusals_come_before_any_work(
     clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _no_work(monkeypatch)
@@ -428,7 +428,18 @@ def test_mp4_with_ass_refused_before_any_work(
     run = run_cli("upscale", clips["rich"], "-o", out, "--device", "cpu", "--codec", "ffv1")
     assert run.code == 2
     lines = run.err.strip().splitlines()
-    assert len(lines) == 1 and ".mkv" in lines[0] and "ass" in lines[0], run.err
+    assert lines == [
+        "vidsr: error: the new video cannot go in .mp4: .mp4 cannot hold ffv1 video; choose "
+        "another --codec (libvpx-vp9 or libsvtav1 for .webm), or write .mkv"
+    ], run.err
+    run = run_cli("upscale", clips["rich"], "-o", out, "--device", "cpu")
+    lines = run.err.strip().splitlines()
+    assert run.code == 2 and len(lines) == 1, run.err
+    assert "vidsr: error: .mp4 cannot carry a stream of rich.mkv: #5 attachment" in lines[0]
+    assert lines[0].endswith(
+        ".mp4 cannot carry attachments (fonts) - write .mkv, or pass --drop-unsupported to "
+        "leave it out"
+    )
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

@@ -43,32 +43,19 @@ from vidsr.errors import (
     opt,
     render,
 )
-from vidsr.run.events import ChunkDone, Event, EventSink, InFile, JobStarted, no_sink
+from vidsr.media.formats import is_video_suffix
+from vidsr.run.events import (
+    ChunkDone,
+    Event,
+    EventSink,
+    InFile,
+    JobStarted,
+    RunWarning,
+    no_sink,
+)
 from vidsr.run.plan import WORK_SUFFIX
 from vidsr.settings import Settings
 
-#: What a folder or glob yields (an explicitly named file is taken whatever its suffix).
-VIDEO_SUFFIXES = frozenset(
-    {
-        ".mkv",
-        ".mp4",
-        ".m4v",
-        ".mov",
-        ".webm",
-        ".avi",
-        ".ts",
-        ".m2ts",
-        ".mts",
-        ".mpg",
-        ".mpeg",
-        ".vob",
-        ".flv",
-        ".wmv",
-        ".ogv",
-        ".3gp",
-        ".y4m",
-    }
-)
 #: Exit codes (vidsr.errors): any file failed; stopped by --max-hours with nothing failed.
 EXIT_FAILED = EXIT_FILES_FAILED
 #: Statuses in the report. ``stopped``: begun, state kept, resumes; ``pending``: not begun.
@@ -141,9 +128,12 @@ def _inside(path: Path, folders: Sequence[Path]) -> bool:
     return any(resolved == f or f in resolved.parents for f in folders)
 
 
-def _walk(folder: Path, recursive: bool, exclude: Sequence[Path]) -> list[Path]:
+def _walk(
+    folder: Path, recursive: bool, exclude: Sequence[Path], passed_over: list[Path]
+) -> list[Path]:
     """Video files in ``folder`` (and below, if ``recursive``), skipping hidden entries, job
-    work folders and the excluded folders (the output folder)."""
+    work folders and the excluded folders (the output folder); other files go to
+    ``passed_over``."""
     found: list[Path] = []
     for root, dirs, files in os.walk(folder):
         root_path = Path(root)
@@ -157,9 +147,9 @@ def _walk(folder: Path, recursive: bool, exclude: Sequence[Path]) -> list[Path]:
         )
         for name in sorted(files):
             p = root_path / name
-            if name.startswith(".") or p.suffix.lower() not in VIDEO_SUFFIXES:
+            if name.startswith("."):
                 continue
-            found.append(p)
+            (found if is_video_suffix(p.suffix) else passed_over).append(p)
     return found
 
 
@@ -169,10 +159,14 @@ def collect_inputs(
     recursive: bool = False,
     from_files: Iterable[Path] = (),
     exclude: Sequence[Path] = (),
+    passed_over: list[Path] | None = None,
 ) -> list[BatchInput]:
     """Expand files, folders, globs and list files (``@list.txt``; ``from_files``) into one
     entry per video, in the order given, each source once. A spec that names nothing is kept
-    as an entry with an ``error`` (the batch reports it and goes on)."""
+    as an entry with an ``error`` (the batch reports it and goes on). Folders and globs take
+    the files the bundled FFmpeg demuxes as video (:mod:`vidsr.media.formats`); the others
+    they hold are appended to ``passed_over``, so that the batch can say so."""
+    skipped: list[Path] = [] if passed_over is None else passed_over
     expanded: list[str] = []
     for spec in specs:
         if spec.startswith("@") and len(spec) > 1:
@@ -194,19 +188,19 @@ def collect_inputs(
     for spec in expanded:
         path = Path(spec).expanduser()
         if path.is_dir():
-            for p in _walk(path, recursive, excluded):
+            for p in _walk(path, recursive, excluded, skipped):
                 add(p, p.relative_to(path))
         elif path.is_file():
             add(path, Path(path.name))
         elif _is_glob(spec):
             base = _glob_base(spec)
-            matches = [
+            found = [
                 Path(m)
                 for m in sorted(glob.glob(spec, recursive=True))
-                if Path(m).is_file()
-                and Path(m).suffix.lower() in VIDEO_SUFFIXES
-                and not _inside(Path(m), excluded)
+                if Path(m).is_file() and not _inside(Path(m), excluded)
             ]
+            matches = [m for m in found if is_video_suffix(m.suffix)]
+            skipped += [m for m in found if not is_video_suffix(m.suffix)]
             if not matches:
                 items.append(BatchInput(path, Path(path.name), f"{spec}: matches no video file"))
             for m in matches:
@@ -350,6 +344,7 @@ class BatchResult:
     stopped: str | None = None  # "max-hours" | "interrupted" | "fatal"
     log_path: Path | None = None
     interrupted: Interrupted | None = None
+    passed_over: list[str] = field(default_factory=list)  # files in folders/globs, not video
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(STATUSES, 0)
@@ -378,6 +373,7 @@ class BatchResult:
             "exit_code": self.exit_code,
             "counts": self.counts(),
             "log": str(self.log_path) if self.log_path else None,
+            "passed_over": self.passed_over,
             "files": [f.as_dict() for f in self.files],
         }
 
@@ -414,6 +410,10 @@ def format_summary(result: BatchResult) -> str:
         "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
     ]
     counts = ", ".join(f"{n} {s}" for s, n in result.counts().items())
+    if result.passed_over:
+        names = ", ".join(Path(p).name for p in result.passed_over[:8])
+        more = f" and {len(result.passed_over) - 8} more" if len(result.passed_over) > 8 else ""
+        lines.append(f"passed over as not video: {len(result.passed_over)} file(s): {names}{more}")
     tail = f"{len(result.files)} inputs: {counts} in {human_seconds(result.seconds)}"
     if result.stopped == "max-hours":
         tail += render(f"; stopped by {opt('max_hours')}: run the same command again to resume")
@@ -538,15 +538,20 @@ def run_batch(
     on_event: EventSink | None = None,
     on_plan: Callable[[Any], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    passed_over: Sequence[Path] = (),
 ) -> BatchResult:
-    """Run every input with the batch's ``settings`` (see the module docstring). Raises only
+    """Run every input with the batch's ``settings`` (see the module docstring); ``passed_over``
+    are the files its folders and globs held that are not video (named in the summary, the
+    log and the report). Raises only
     for what every file shares (an unknown model or encoder, an absent device) before any
     file; never for one file's failure. An interrupt (Ctrl-C, SIGTERM) ends the batch with
     the report written and is returned in ``result.interrupted`` for the caller to re-raise.
     ``on_event`` gets each job's events (wrapped in ``InFile``) and ``FileStarted`` /
     ``FileDone`` / ``BatchDone``; ``on_plan`` gets each plan in a dry run; ``clock`` is the
     time ``--max-hours`` counts."""
-    return _Batch(items, settings, on_event or no_sink, on_plan, clock).run()
+    batch = _Batch(items, settings, on_event or no_sink, on_plan, clock)
+    batch.result.passed_over = [str(p) for p in passed_over]
+    return batch.run()
 
 
 class _Batch:
@@ -618,6 +623,8 @@ class _Batch:
             f"crf {s.crf if s.crf is not None else 'default'}, name {s.name!r}"
             + (f", max {s.max_hours:g} h" if s.max_hours else "")
         )
+        for p in self.result.passed_over:
+            self.log.write(f"passed over (not video): {p}")
 
     def _plan_outputs(self) -> None:
         """Every input's output, before any work: a clash between two inputs is that input's
@@ -840,6 +847,8 @@ class _Batch:
         progress = {"todo": 0, "done": 0}
 
         def on_job_event(event: Event) -> None:
+            if isinstance(event, RunWarning):
+                self.log.write(f"  warning: {event.message}")
             if isinstance(event, JobStarted):
                 progress["todo"] = event.chunks_todo
                 rep.resumed_frames = rep.frames = event.frames_done

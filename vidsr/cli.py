@@ -31,7 +31,7 @@ from vidsr.errors import (
     spelling,
 )
 from vidsr.options import Option, options_for
-from vidsr.run.events import ChunkDone, Event, Failed, InFile, JobStarted, Progress
+from vidsr.run.events import ChunkDone, Event, Failed, InFile, JobStarted, Progress, RunWarning
 from vidsr.settings import Settings, make_settings
 
 # --- options from the table -------------------------------------------------------------------
@@ -137,7 +137,9 @@ class FrameBar:
         )
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, JobStarted) and event.frames_done:
+        if isinstance(event, RunWarning):
+            self.bar.write(f"vidsr: warning: {event.message}", file=sys.stderr)
+        elif isinstance(event, JobStarted) and event.frames_done:
             self.bar.update(event.frames_done - self.bar.n)
             self.bar.set_postfix_str(f"resumed, {event.chunks_todo} of {event.chunks} chunks to do")
         elif isinstance(event, Progress):
@@ -282,13 +284,15 @@ def batch(inputs: tuple[str, ...], **opts: Any) -> None:
     from vidsr.batch import format_summary, run_batch
 
     settings = settings_from_cli("batch", opts)
-    items = _batch_inputs(settings, inputs)
+    passed_over: list[Path] = []
+    items = _batch_inputs(settings, inputs, passed_over)
     printer = _BatchPrinter(settings)
     result = run_batch(
         items,
         settings,
         on_event=printer,
         on_plan=None if settings.json else printer.plan,
+        passed_over=passed_over,
     )
     if not settings.json:
         click.echo(format_summary(result))
@@ -300,8 +304,9 @@ def batch(inputs: tuple[str, ...], **opts: Any) -> None:
         sys.exit(result.exit_code)
 
 
-def _batch_inputs(settings: Settings, inputs: Sequence[str]) -> list[Any]:
-    """The batch's inputs, in order; a one-line ``UsageError`` when there are none."""
+def _batch_inputs(settings: Settings, inputs: Sequence[str], passed_over: list[Path]) -> list[Any]:
+    """The batch's inputs, in order (files in its folders that are not video go to
+    ``passed_over``); a one-line ``UsageError`` when there are none."""
     from vidsr.batch import collect_inputs, order_inputs
     from vidsr.errors import UsageError, opt
 
@@ -311,7 +316,11 @@ def _batch_inputs(settings: Settings, inputs: Sequence[str]) -> list[Any]:
     if not inputs and not settings.from_file:
         raise UsageError("batch needs inputs: files, folders, globs or @LIST.txt")
     items = collect_inputs(
-        inputs, recursive=settings.recursive, from_files=settings.from_file, exclude=[outdir]
+        inputs,
+        recursive=settings.recursive,
+        from_files=settings.from_file,
+        exclude=[outdir],
+        passed_over=passed_over,
     )
     if not items:
         raise UsageError(
@@ -337,6 +346,8 @@ class _BatchPrinter:
             n = f"[{event.index + 1}/{event.count}]"
             click.echo(f"{n} {event.file} -> {event.output or '?'}", err=True)
         elif isinstance(event, InFile):
+            if isinstance(event.event, RunWarning):
+                click.echo(f"  warning: {event.event.message}", err=True)
             if isinstance(event.event, JobStarted):
                 self.bar = FrameBar(event.event.frames)
             if self.bar is not None and isinstance(event.event, JobStarted | Progress | ChunkDone):

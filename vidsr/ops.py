@@ -29,23 +29,24 @@ def _f(x: Fraction | None, digits: int = 6) -> float | None:
 
 def probe_report(path: Path, container: str = ".mkv", codec: str = "libx264") -> dict[str, Any]:
     """Everything ``vidsr probe`` shows: streams, the exact frame count, VFR, colour, rotation,
-    and for an output container (``.mkv``, ``.mp4`` ...) and video codec, what vidsr keeps and
-    what it cannot keep."""
+    display aspect, timestamp and field facts, and for an output container (``.mkv``,
+    ``.mp4`` ...) and video codec, what becomes of every stream, the warnings a run would give
+    and its refusal, if any."""
     from vidsr.media.probe import probe
-    from vidsr.media.remux import check_container_support
+    from vidsr.media.remux import describe_stream, plan_streams, refusal, video_problem
+    from vidsr.run.plan import warnings_for
 
     suffix = container if container.startswith(".") else f".{container}"
     info = probe(path)
-    every = [s.index for s in info.streams]
-
-    def problems_for(index: int | None, video_codec: str | None = None) -> list[str]:
-        return check_container_support(
-            info, suffix, video_codec, exclude=[i for i in every if i != index]
-        )
-
-    video_problems = problems_for(None, codec)
-    streams = [_stream_row(s, problems_for) for s in info.streams]
-    cannot = video_problems + [s["problem"] for s in streams if s["problem"]]
+    plans = plan_streams(info, suffix)
+    problem = video_problem(suffix, codec)
+    streams = [_stream_row(p) for p in plans]
+    cannot = ([f"new video: {problem}"] if problem else []) + [
+        f"{describe_stream(p.stream)}: {p.note}" for p in plans if p.action == "refuse"
+    ]
+    warnings = warnings_for(info, suffix, codec, None, plans)
+    if info.video.size_changes:
+        warnings.append(_size_change(info))
     return {
         "file": str(path),
         "format": info.format,
@@ -57,8 +58,22 @@ def probe_report(path: Path, container: str = ".mkv", codec: str = "libx264") ->
         "chapters": [
             {"start": _f(c.start, 3), "end": _f(c.end, 3), "title": c.title} for c in info.chapters
         ],
-        "output": _output_row(info.video, suffix, codec, video_problems, cannot),
+        "output": {
+            **_output_row(info.video, suffix, codec, [problem] if problem else [], cannot),
+            "refusal": render(refusal(info, suffix, codec) or "") or None,
+        },
+        "warnings": warnings,
     }
+
+
+def _size_change(info: Any) -> str:
+    v = info.video
+    (_, w0, h0), (pts, w, h) = v.size_changes[0], v.size_changes[1]
+    at = float((pts - v.frame_pts[0]) * v.time_base)
+    return (
+        f"the picture size changes mid-stream ({w0}x{h0} -> {w}x{h} at {at:.3f} s): "
+        "vidsr refuses to upscale it as one run"
+    )
 
 
 def _video_row(v: Any) -> dict[str, Any]:
@@ -97,6 +112,17 @@ def _video_row(v: Any) -> dict[str, Any]:
         "start_offset": _f(v.start_offset),
         "rotation": v.rotation,
         "sample_aspect_ratio": str(v.sample_aspect_ratio),
+        "display_aspect": _f(v.display_aspect, 4),
+        "timing": v.timing,
+        "field_order": v.field_order,
+        "interlaced_frame": v.interlaced_frame,
+        "pictures": v.pictures,
+        "repeat_fields": v.repeat_fields,
+        "interlaced_pictures": v.interlaced_pictures,
+        "duplicate_times": v.duplicate_times,
+        "steps_back": v.steps_back,
+        "has_alpha": v.has_alpha,
+        "size_changes": [list(c) for c in v.size_changes],
         "language": v.language,
         "title": v.title,
         "colour": {
@@ -108,14 +134,15 @@ def _video_row(v: Any) -> dict[str, Any]:
     }
 
 
-def _stream_row(s: Any, problems_for: Any) -> dict[str, Any]:
-    """One stream besides the main video, and whether the output keeps it."""
-    if s.is_chapter_track:
-        kept, problem = True, None  # remux writes the chapters themselves
-        note = "MP4 chapter text track: kept as chapters"
-    else:
-        found = problems_for(s.index)
-        kept, problem, note = not found, ("; ".join(found) or None), None
+def _stream_row(plan: Any) -> dict[str, Any]:
+    """One stream besides the main video, and what the output does with it."""
+    s = plan.stream
+    notes = {
+        "chapters": "MP4 chapter text track: kept as chapters",
+        "convert": f"converted to {plan.codec}" + (f": {plan.note}" if plan.note else ""),
+        "timecode": f"timecode {s.timecode}, written anew",
+        "drop": f"left out: {plan.note}" if plan.note else "left out",
+    }
     return {
         "index": s.index,
         "type": s.type,
@@ -127,9 +154,10 @@ def _stream_row(s: Any, problems_for: Any) -> dict[str, Any]:
         "cover_art": s.is_cover_art,
         "filename": s.filename,
         "mimetype": s.mimetype,
-        "kept": kept,
-        "problem": problem,
-        "note": note,
+        "kept": plan.kept,
+        "action": plan.action,
+        "problem": plan.note if plan.action == "refuse" else None,
+        "note": notes.get(plan.action),
     }
 
 
@@ -182,9 +210,20 @@ def format_probe(r: dict[str, Any]) -> str:
         f"{c['decode_matrix']} / {c['decode_range']}"
     )
     lines.append(
-        f"geometry: rotation {v['rotation']} deg, SAR {v['sample_aspect_ratio']}; video starts at "
-        f"{v['start_time']:.3f} s ({v['start_offset']:+.3f} s after the file's start)"
+        f"geometry: rotation {v['rotation']} deg, SAR {v['sample_aspect_ratio']} (display aspect "
+        f"{v['display_aspect']:g}); video starts at {v['start_time']:.3f} s "
+        f"({v['start_offset']:+.3f} s after the file's start)"
     )
+    fields = f"field order {v['field_order']}"
+    if v["pictures"]:
+        fields += (
+            f"; of {v['pictures']} MPEG-2 pictures {v['repeat_fields']} repeat a field, "
+            f"{v['interlaced_pictures']} are interlaced"
+        )
+    times = "frame times from slots (AVI)" if v["timing"] == "dts" else "frame times from pts"
+    if v["duplicate_times"] or v["steps_back"]:
+        times += f"; {v['duplicate_times']} duplicate(s), {v['steps_back']} step(s) back"
+    lines.append(f"timing:   {times}; {fields}")
     if r["streams"]:
         lines.append("streams:")
         for s in r["streams"]:
@@ -195,9 +234,10 @@ def format_probe(r: dict[str, Any]) -> str:
             flags = [f for f in ("default", "forced", "cover_art") if s[f]]
             if flags:
                 bits.append("[" + ",".join(flags) + "]")
-            state = "kept" if s["kept"] else f"NOT KEPT: {s['problem']}"
-            if s["note"]:
-                state += f" ({s['note']})"
+            if s["kept"]:
+                state = "kept" + (f" ({s['note']})" if s["note"] else "")
+            else:
+                state = f"NOT KEPT: {s['problem']}" if s["problem"] else s["note"] or "left out"
             lines.append(f"  {' '.join(bits)}  -> {state}")
     else:
         lines.append("streams:  none besides the video")
@@ -213,7 +253,8 @@ def format_probe(r: dict[str, Any]) -> str:
     else:
         for p in out["cannot_keep"]:
             lines.append(f"  cannot keep: {p}")
-        lines.append("  (vidsr refuses such a run before any work; .mkv keeps everything)")
+        lines.append(f"  refused before any work: {out['refusal']}")
+    lines += [f"warning:  {w}" for w in r["warnings"]]
     return "\n".join(lines)
 
 

@@ -592,6 +592,14 @@ OPTIONS: tuple[Option, ...] = (
         "Process what decodes from a damaged file and report the damage.",
         _UP,
     ),
+    _opt(
+        "drop_unsupported",
+        FLAG,
+        False,
+        "Leave out every stream the output container cannot carry (listed in one warning) "
+        "instead of refusing the run.",
+        _UP,
+    ),
     # --- what the command prints or does
     _opt(
         "dry_run",

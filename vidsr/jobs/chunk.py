@@ -21,7 +21,9 @@ from vidsr.settings import Settings
 @dataclass(frozen=True)
 class ChunkTask:
     """Everything a worker needs for one chunk (picklable). ``settings``: the run's resolved
-    settings (no ``auto`` left that the driver could decide)."""
+    settings (no ``auto`` left that the driver could decide); ``out_pts``: the output time of
+    each of the chunk's frames (strictly increasing; the source's, or moved forward where the
+    source's do not increase)."""
 
     source: Path
     segment: Path
@@ -30,6 +32,7 @@ class ChunkTask:
     out_width: int
     out_height: int
     settings: Settings
+    out_pts: tuple[int, ...] = ()
 
 
 def encoder_kwargs(settings: Settings) -> dict[str, Any]:
@@ -145,6 +148,7 @@ def run_chunk(
         out_dtype=out_dtype,
         device_colour=colour,
         on_frames=frames_done,
+        times=dict(zip(range(task.chunk.start, task.chunk.end), task.out_pts, strict=False)),
     )
     if not settings.ignore_errors and seg.frames != task.chunk.frames:
         raise PipelineError(

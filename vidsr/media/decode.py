@@ -8,27 +8,84 @@ frames with a smaller pts, and stopping after ``pts[end - 1]``. When a seek land
 
 Damage: a frame of the range that the decoder never delivers (its packet is corrupt, or its
 keyframe is) raises ``InputError`` naming that frame, or with ``ignore_errors=True`` is skipped and
-recorded in ``FrameDecoder.errors``. Decoder errors that lose no frame are recorded and logged only.
+recorded in ``FrameDecoder.errors``. So does damage the decoder only logs while it still hands
+the frame out (an FFV1 slice whose CRC does not match, a concealed MPEG slice). libav's error
+messages are captured (PyAV's log capture) while any decoder runs; frame-threaded decoding
+logs from worker threads, so a decoder that saw errors logged during its range decodes the
+range once more, single-threaded, with this thread's messages captured packet by packet, to
+name the damaged frames exactly: refused by default (once the range is decoded), or with
+``ignore_errors`` delivered as decoded and recorded. Decoder errors that raise but lose no
+frame are recorded and logged only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import av
+import av.logging
 import numpy as np
 
-from vidsr.errors import InputError, UsageError
+from vidsr.errors import InputError, UsageError, opt
 from vidsr.media.colour import ToPlanes, ToRGB, YUVPlanes, planar_layout
-from vidsr.media.probe import MediaInfo, index_packets, main_video_stream, open_input, probe
+from vidsr.media.probe import (
+    MediaInfo,
+    drain,
+    index_packets,
+    main_video_stream,
+    open_input,
+    probe,
+)
 
 log = logging.getLogger(__name__)
+# libav's messages reach Python logging (logger "libav.*") while a capture is active in some
+# thread; without a handler of their own they would be printed by logging's last resort.
+logging.getLogger("libav").addHandler(logging.NullHandler())
+
+
+class _LibavErrors:
+    """One process-wide capture of libav's error messages, shared by every decoder running:
+    started with the first, stopped with the last (libav's log level is raised to errors only
+    meanwhile; PyAV leaves logging off otherwise). A decoder reads what came since its own
+    mark; messages logged in a thread that captures its own go there instead."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._capture: Any = None
+        self.logs: list[tuple[int, str, str]] = []
+
+    def enter(self) -> int:
+        with self._lock:
+            if self._users == 0:
+                av.logging.set_level(av.logging.ERROR)
+                self.logs = []
+                self._capture = av.logging.Capture(local=False)
+                self.logs = self._capture.__enter__()
+            self._users += 1
+            return len(self.logs)
+
+    def errors_since(self, mark: int) -> list[str]:
+        return [text for level, _name, text in self.logs[mark:] if level <= av.logging.ERROR]
+
+    def exit(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._capture.__exit__(None, None, None)
+                av.logging.set_level(None)
+
+
+_LIBAV_ERRORS = _LibavErrors()
 
 # Seconds to seek before pts[start] on successive tries; None = decode from the file's start.
 _BACKOFF: tuple[float | None, ...] = (0, 1, 2, 4, 8, 16, None)
@@ -107,8 +164,12 @@ class FrameDecoder(Iterator[DecodedFrame]):
         ignore_errors: bool = False,
         planes: bool = False,
         hwaccel: bool = False,
+        _verifying: bool = False,
     ) -> None:
         self.path = Path(path)
+        # A verifying decoder re-decodes a range in this thread to name logged damage.
+        self._verifying = _verifying
+        self.logged_damage: list[DecodeDamage] = []
         self.hwaccel = hwaccel
         self.hw_used = False  # whether NVDEC really decoded (hwaccel asked, and it opened)
         self.info = info if info is not None else probe(self.path)
@@ -122,9 +183,11 @@ class FrameDecoder(Iterator[DecodedFrame]):
         self.ignore_errors = ignore_errors
         self.errors: list[DecodeDamage] = []
         self._pts = video.frame_pts
-        self._index_of: dict[int, int] = {}  # pts -> first frame index with that pts
-        for i in range(start, end):
-            self._index_of.setdefault(video.frame_pts[i], i)
+        # pts -> the indices of the frames with that time, ascending (a time may repeat:
+        # duplicates; and the index need not be sorted: a step back where display = decode)
+        self._positions: dict[int, list[int]] = {}
+        for i, p in enumerate(video.frame_pts):
+            self._positions.setdefault(p, []).append(i)
         self._to_planes: ToPlanes | None = None
         if planes:
             layout = planar_layout(video.pix_fmt)
@@ -135,6 +198,8 @@ class FrameDecoder(Iterator[DecodedFrame]):
             matrix=video.matrix, colour_range=video.range, high_bit_depth=video.bit_depth > 8
         )
         self._last_error: tuple[int | None, str] | None = None
+        self._logged: dict[int, str] = {}  # packet time -> what libav logged decoding it
+        self._log: list[tuple[int, str, str]] = []
         self._gen = self._generate()
 
     # -- iterator protocol ------------------------------------------------------------------
@@ -165,7 +230,7 @@ class FrameDecoder(Iterator[DecodedFrame]):
     def _generate(self) -> Iterator[DecodedFrame]:
         if self.start == self.end:
             return
-        first = self._pts[self.start]
+        first = min(self._pts[self.start : self.end])  # a step back may come later
         tb = self.info.video.time_base
         attempts: list[int | None] = []
         if self.start == 0:
@@ -202,12 +267,53 @@ class FrameDecoder(Iterator[DecodedFrame]):
                 except av.FFmpegError as exc2:
                     self._note_error(None, _ffmpeg_message(exc2))
                 return
+            seen = len(self._log)
             try:
                 frames = packet.decode()
             except av.FFmpegError as exc:
                 self._note_error(packet.pts, _ffmpeg_message(exc))
                 continue
+            finally:
+                if self._verifying:
+                    self._note_logged(packet, seen)
             yield from frames  # type: ignore[misc]
+
+    def _match(self, pts: int, expect: int) -> int | None:
+        """The index of a decoded frame timed ``pts``: the first frame with that time not yet
+        delivered (frames sharing a time are taken in order), or None."""
+        positions = self._positions.get(pts)
+        if not positions:
+            log.debug("%s: skipping unexpected frame pts %d", self.path, pts)
+            return None
+        return next((i for i in positions if i >= expect), None)
+
+    def _time_of(self, frame: av.VideoFrame) -> int | None:
+        """The frame's time in the index's terms: its pts, or - where the container times
+        frames by slot (AVI) - the dts it came out with, less the decoder's delay."""
+        video = self.info.video
+        if video.timing == "dts":
+            return None if frame.dts is None else frame.dts - video.dts_delay
+        return frame.pts if frame.pts is not None else frame.dts
+
+    def _note_logged(self, packet: av.Packet, seen: int) -> None:
+        """Remember what libav logged (errors) while decoding ``packet``, by its time."""
+        new = [text for level, _name, text in self._log[seen:] if level <= av.logging.ERROR]
+        if not new:
+            return
+        stamp = packet.dts if self.info.video.timing == "dts" else packet.pts
+        if stamp is None:
+            return
+        message = " ".join(" ".join(new).split())
+        self._logged[stamp] = (
+            f"{self._logged[stamp]} {message}" if stamp in self._logged else message
+        )
+
+    def _logged_damage(self, i: int, pts: int) -> None:
+        """(Verifying) frame ``i`` decoded while libav logged an error in this thread."""
+        message = self._logged.pop(self._pts[i], None) or self._logged.pop(pts, None)
+        if message is not None:
+            damage = DecodeDamage(index=i, pts=self._pts[i], message=message, lost=False)
+            self.logged_damage.append(damage)
 
     def _note_error(self, pts: int | None, message: str) -> None:
         self._last_error = (pts, message)
@@ -216,73 +322,112 @@ class FrameDecoder(Iterator[DecodedFrame]):
     def _attempt(self, seek_ts: int | None, *, final: bool) -> Iterator[DecodedFrame]:
         """Decode once from ``seek_ts`` (None: from the start). Returns False - before yielding
         anything - when the seek landed too late and an earlier one should be tried."""
-        start, end = self.start, self.end
-        first, last = self._pts[start], self._pts[end - 1]
-        video = self.info.video
         self._last_error = None
+        self._logged.clear()
         errors_before = len(self.errors)
+        mark = _LIBAV_ERRORS.enter()
+        local = av.logging.Capture(local=True) if self._verifying else contextlib.nullcontext([])
+        try:
+            with local as self._log:
+                done = yield from self._decode_range(seek_ts, final, errors_before)
+            if done and not self._verifying and _LIBAV_ERRORS.errors_since(mark):
+                self._check_logged_damage()
+            return done
+        finally:
+            _LIBAV_ERRORS.exit()
+
+    def _check_logged_damage(self) -> None:
+        """libav logged errors while this range decoded: decode it again, single-threaded,
+        to see which frames (if any) were damaged; refuse, or record them."""
+        again = FrameDecoder(
+            self.path, self.start, self.end, info=self.info, threads=False,
+            ignore_errors=True, _verifying=True,
+        )  # fmt: skip
+        with again:
+            for _ in again:
+                pass
+        damage = again.logged_damage
+        if not damage:
+            return
+        if not self.ignore_errors:
+            first = damage[0]
+            time = float(first.pts * self.info.video.time_base) if first.pts is not None else 0
+            more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+            raise InputError(
+                f"{self.path}: frame {first.index} ({time:.3f} s) is damaged{more}: "
+                f"{first.message}; the file is damaged ({opt('ignore_errors', True)} upscales "
+                "such frames as decoded)"
+            )
+        self.errors.extend(damage)
+        log.warning("%s: %d damaged frame(s) kept as decoded", self.path, len(damage))
+
+    def _decode_range(
+        self, seek_ts: int | None, final: bool, errors_before: int
+    ) -> Iterator[DecodedFrame]:
+        start, end = self.start, self.end
+        video = self.info.video
         with self._open() as container:
             stream = main_video_stream(container, self.path)
             stream.thread_type = "AUTO" if self.threads else "NONE"
-            if seek_ts is not None:
-                try:
-                    container.seek(seek_ts, stream=stream, backward=True)
-                except av.FFmpegError as exc:
-                    log.debug("%s: seek to %d failed: %s", self.path, seek_ts, exc)
-                    if not final:
-                        return False
-            expect = start
-            yielded = False
-            for frame in self._raw_frames(container, stream):
-                pts = frame.pts if frame.pts is not None else frame.dts
-                if pts is None:  # no timestamp at all: assume decode order is the index order
-                    pts = self._pts[expect]
-                if pts < first:
-                    continue
-                if pts > last:
-                    break
-                i = self._index_of.get(pts)
-                if i is not None and i < expect and self._pts[expect] == pts:
-                    i = expect  # a duplicated pts: frames that share it are taken in order
-                if i is None or i < expect:  # not a frame of the index, or a repeat
-                    log.debug("%s: skipping unexpected frame pts %d", self.path, pts)
-                    continue
-                if i > expect:
+            try:
+                if seek_ts is not None:
+                    try:
+                        container.seek(seek_ts, stream=stream, backward=True)
+                    except av.FFmpegError as exc:
+                        log.debug("%s: seek to %d failed: %s", self.path, seek_ts, exc)
+                        if not final:
+                            return False
+                expect = start
+                yielded = False
+                for frame in self._raw_frames(container, stream):
+                    pts = self._time_of(frame)
+                    if pts is None:  # no timestamp at all: assume decode order is the index order
+                        pts = self._pts[expect]
+                    i = self._match(pts, expect)
+                    if i is None:  # before the range, a repeat, or not a frame of the index
+                        continue
+                    if i >= end:
+                        break
+                    if i > expect:
+                        if not yielded and not final:
+                            return False
+                        self._lost(expect, i)
+                    if frame.width != video.width or frame.height != video.height:
+                        raise InputError(
+                            f"{self.path}: frame {i} is {frame.width}x{frame.height}, not "
+                            f"{video.width}x{video.height}; size changes mid-stream are not supported"
+                        )
+                    if self._verifying:
+                        self._logged_damage(i, pts)
+                    if self._to_planes is not None:
+                        rgb, planes = None, self._to_planes(frame)
+                    else:
+                        rgb, planes = self._convert(frame), None
+                    yield DecodedFrame(
+                        index=i, pts=pts, time=pts * video.time_base, rgb=rgb, planes=planes
+                    )
+                    yielded = True
+                    expect = i + 1
+                    if expect >= end:
+                        break
+                if expect < end:
                     if not yielded and not final:
+                        del self.errors[errors_before:]
                         return False
-                    self._lost(expect, i)
-                if frame.width != video.width or frame.height != video.height:
-                    raise InputError(
-                        f"{self.path}: frame {i} is {frame.width}x{frame.height}, not "
-                        f"{video.width}x{video.height}; size changes mid-stream are not supported"
+                    self._lost(expect, end)
+                if self._last_error is not None and len(self.errors) == errors_before:
+                    pts, message = self._last_error
+                    self.errors.append(
+                        DecodeDamage(
+                            index=self._positions.get(pts, [None])[0] if pts is not None else None,
+                            pts=pts,
+                            message=message,
+                            lost=False,
+                        )
                     )
-                if self._to_planes is not None:
-                    rgb, planes = None, self._to_planes(frame)
-                else:
-                    rgb, planes = self._convert(frame), None
-                yield DecodedFrame(
-                    index=i, pts=pts, time=pts * video.time_base, rgb=rgb, planes=planes
-                )
-                yielded = True
-                expect = i + 1
-                if expect >= end:
-                    break
-            if expect < end:
-                if not yielded and not final:
-                    del self.errors[errors_before:]
-                    return False
-                self._lost(expect, end)
-            if self._last_error is not None and len(self.errors) == errors_before:
-                pts, message = self._last_error
-                self.errors.append(
-                    DecodeDamage(
-                        index=self._index_of.get(pts) if pts is not None else None,
-                        pts=pts,
-                        message=message,
-                        lost=False,
-                    )
-                )
-                log.warning("%s: decoder error (no frame lost): %s", self.path, message)
+                    log.warning("%s: decoder error (no frame lost): %s", self.path, message)
+            finally:
+                drain(stream)
         return True
 
     def _open(self) -> av.container.InputContainer:
@@ -313,7 +458,8 @@ class FrameDecoder(Iterator[DecodedFrame]):
             more = f" (and {b - a - 1} more)" if b - a > 1 else ""
             raise InputError(
                 f"{self.path}: cannot decode frame {a} (pts {self._pts[a]}, {time:.3f} s){more}: "
-                f"{reason}; the file is damaged (ignoring errors skips damaged frames)"
+                f"{reason}; the file is damaged ({opt('ignore_errors', True)} skips damaged "
+                "frames)"
             )
         for i in range(a, b):
             self.errors.append(DecodeDamage(index=i, pts=self._pts[i], message=reason, lost=True))

@@ -266,7 +266,7 @@ class VideoEncoder:
             source_pix_fmt=v.pix_fmt,
             source_bit_depth=v.bit_depth,
             rotation=v.rotation,
-            sar=v.sample_aspect_ratio,
+            sar=v.output_sar(width or v.width * scale, height or v.height * scale),
             hdr=v.hdr,
             rate=v.avg_rate or None,
             **kwargs,

@@ -1,7 +1,10 @@
-"""Still images: reading to and writing from float RGB(A) arrays with Pillow.
+"""Still images: reading to and writing from float RGB(A) arrays.
 
 Read contract: (H, W, C) float32 in [0, 1], C = 3 (RGB) or 4 (RGBA), plus the source mode so
-that a greyscale image is written back as greyscale. 16-bit greyscale PNGs keep 16 bits.
+that a greyscale image is written back as greyscale, and its bit depth: 16-bit PNGs keep 16
+bits - grey, grey with alpha, RGB and RGBA alike, as Real-ESRGAN's own script keeps them.
+Pillow reads and writes 8-bit images and 16-bit grey; 16-bit colour and grey-with-alpha PNGs
+(which Pillow reduces to 8 bits) go through FFmpeg's PNG codec (PyAV).
 """
 
 from __future__ import annotations
@@ -36,11 +39,59 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) of a PNG file, or None for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+#: PNG colour types 2 (RGB), 4 (grey + alpha), 6 (RGBA) at 16 bits: their PyAV formats.
+_PNG16 = {2: ("rgb48le", "RGB"), 4: ("ya16le", "LA"), 6: ("rgba64le", "RGBA")}
+
+
+def _read_png16(path: Path, colour_type: int) -> ImageData:
+    import av
+
+    fmt, mode = _PNG16[colour_type]
+    with av.open(str(path)) as c:
+        frame = next(iter(c.decode(video=0)))
+    arr = frame.reformat(format=fmt).to_ndarray().astype(np.float32) / 65535.0
+    if mode == "LA":  # (H, W, 2): grey and alpha -> RGBA
+        arr = np.concatenate([np.repeat(arr[..., :1], 3, axis=2), arr[..., 1:]], axis=2)
+    return ImageData(np.ascontiguousarray(arr), mode, 16)
+
+
+def _write_png16(path: Path, pixels: np.ndarray, mode: str) -> None:
+    import av
+
+    u16 = (np.clip(pixels, 0, 1) * 65535.0).round().astype(np.uint16)
+    has_alpha = u16.shape[2] == 4
+    if mode == "LA":
+        u16, fmt, out = np.stack([u16[..., 0], u16[..., 3]], axis=-1), "ya16le", "ya16be"
+    else:
+        fmt, out = ("rgba64le", "rgba64be") if has_alpha else ("rgb48le", "rgb48be")
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(u16), format=fmt)
+    with av.open(str(path), "w", format="image2") as o:
+        s = o.add_stream("png", rate=1)
+        s.width, s.height, s.pix_fmt = frame.width, frame.height, out
+        for packet in [*s.encode(frame.reformat(format=out)), *s.encode(None)]:
+            o.mux(packet)
+
+
 def read_image(path: Path) -> ImageData:
     """Read png/jpg/webp. Raises InputError for a missing or unreadable file."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    header = _png_header(path) if path.is_file() else None
+    if header is not None and header[0] == 16 and header[1] in _PNG16:
+        try:
+            return _read_png16(path, header[1])
+        except Exception as exc:
+            raise InputError(f"{path}: cannot read the image ({exc})") from exc
     try:
         with Image.open(path) as im:
             im.load()
@@ -78,9 +129,12 @@ def write_image(path: Path, pixels: np.ndarray, mode: str, bits: int = 8) -> Non
     has_alpha = pixels.shape[2] == 4
     if has_alpha and suffix not in _ALPHA_SUFFIXES:
         raise UsageError(f"{suffix} cannot keep the alpha channel; write .png or .webp instead")
-    if bits == 16 and mode == "L" and fmt == "PNG":
+    if bits == 16 and mode == "L" and fmt == "PNG" and not has_alpha:
         grey = (np.clip(pixels[..., 0], 0, 1) * 65535.0).round().astype(np.uint16)
         Image.fromarray(grey, mode="I;16").save(path, format=fmt)
+        return
+    if bits == 16 and fmt == "PNG":
+        _write_png16(Path(path), pixels, mode)
         return
     u8 = (np.clip(pixels, 0, 1) * 255.0).round().astype(np.uint8)
     im = Image.fromarray(u8, mode="RGBA" if has_alpha else "RGB")

@@ -6,6 +6,13 @@ discard flag. Frame ``N`` is ``video.frame_pts[N]``; the frame count is the leng
 - never ``duration x rate`` or the container's frame counter. One frame is decoded to prove the
 stream decodes and to read what only frames carry (rotation, colour tags, pixel format).
 
+Containers without presentation times (AVI: ``DTS_TIMED_FORMATS``) store each frame's chunk
+at its slot - a frame's time is its chunk's position, the packet's dts - and what libavformat
+shows as a pts there is a guess (dts plus the decoder's delay) that packed B-frames (DivX/Xvid
+rips) contradict. For them the index holds the packets' dts, and the decoder times each frame
+by the dts its packet carries out of the decoder (less the decoder's delay, measured here on
+the first frame): frames in output order, times from their slots, as ffmpeg derives them.
+
 Times are ``Fraction`` seconds; rates and time bases are ``Fraction``. Every failure a user can
 cause (missing file, not media, no video, nothing decodable) is an ``InputError`` with one line.
 """
@@ -36,6 +43,8 @@ _AV_TIME_BASE = 1_000_000
 # ANSI-art video through the tty demuxer.
 _NOT_VIDEO_FORMATS = {"tty"}
 _NOT_VIDEO_CODECS = {"ansi"}
+#: Containers whose frames are timed by their slot (the dts), not by a stored pts.
+DTS_TIMED_FORMATS = frozenset({"avi"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,12 @@ class StreamInfo:
     filename: str | None = None  # attachments and mkv cover art
     mimetype: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
+    timecode: str | None = None  # a QuickTime timecode track's start (HH:MM:SS:FF)
+
+    @property
+    def is_timecode(self) -> bool:
+        """A QuickTime timecode (tmcd) track: a data stream that holds a start timecode."""
+        return self.type == "data" and self.timecode is not None
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,28 @@ class VideoInfo:
     dispositions: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
     hdr: HdrMetadata | None = None  # HDR10 mastering display / light levels, if any
+    #: "pts" (the frames' own presentation times) or "dts" (AVI: a frame's time is its slot,
+    #: see the module docstring); ``dts_delay`` is how far the decoder's output lags the
+    #: packets' dts then, in ``time_base`` units.
+    timing: str = "pts"
+    dts_delay: int = 0
+    #: The stream's field order tag (progressive, tt, bb, tb, bt or unknown) and whether its
+    #: first frame says it is interlaced; for MPEG-2, the pictures scanned and how many repeat
+    #: a field (soft telecine) or are coded as fields / not progressive.
+    field_order: str = "unknown"
+    interlaced_frame: bool = False
+    pictures: int = 0
+    repeat_fields: int = 0
+    interlaced_pictures: int = 0
+    #: Times that do not increase, in index order: frames sharing the time of the frame
+    #: before them, and frames timed before it (see :meth:`output_pts`).
+    duplicate_times: int = 0
+    steps_back: int = 0
+    #: (pts, width, height) of the first keyframe and of each keyframe whose size differs
+    #: from the one before (empty when the size never changes).
+    size_changes: tuple[tuple[int, int, int], ...] = ()
+    #: The stored picture has an alpha channel (or WebM says it has one).
+    has_alpha: bool = False
 
     @property
     def frame_count(self) -> int:
@@ -115,6 +152,31 @@ class VideoInfo:
     def frame_time(self, n: int) -> Fraction:
         """Presentation time of frame ``n`` in seconds."""
         return self.frame_pts[n] * self.time_base
+
+    def output_pts(self, step: int = 1) -> tuple[int, ...]:
+        """Every frame's time for the output, strictly increasing: a frame whose time does not
+        increase (a duplicate, a step back) moves forward to ``step`` (``time_base`` units:
+        the finest step the output container keeps) after the frame before it."""
+        out: list[int] = []
+        for p in self.frame_pts:
+            out.append(p if not out or p >= out[-1] + step else out[-1] + step)
+        return tuple(out)
+
+    def moved_frames(self, step: int = 1) -> tuple[int, int]:
+        """(frames :meth:`output_pts` moves, the largest move in ``time_base`` units)."""
+        moves = [o - p for o, p in zip(self.output_pts(step), self.frame_pts, strict=True)]
+        return sum(1 for m in moves if m), max(moves, default=0)
+
+    @property
+    def display_aspect(self) -> Fraction:
+        """Width over height as the picture is shown: the stored size times the sample aspect
+        ratio (the container's where it has one, as ffmpeg prefers it)."""
+        return Fraction(self.width * self.sample_aspect_ratio, self.height)
+
+    def output_sar(self, width: int, height: int) -> Fraction:
+        """The sample aspect ratio that shows a ``width`` x ``height`` picture of this video at
+        the same display aspect (1 for square pixels scaled evenly)."""
+        return (self.display_aspect * height / width).limit_denominator(65535)
 
     @property
     def duration(self) -> Fraction:
@@ -180,7 +242,32 @@ def _codec_name(stream: av.stream.Stream) -> str | None:
     try:
         return stream.codec.canonical_name
     except Exception:
+        pass
+    if stream.type != "data":
         return None
+    name = getattr(stream, "name", None)  # data streams: the codec id's name, if it has one
+    return name if isinstance(name, str) and name not in ("", "none") else None
+
+
+#: libavcodec's AVFieldOrder values.
+_FIELD_ORDERS = {1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+
+
+def _field_order(value: Any) -> str:
+    """The stream's field order tag as a name (``unknown`` when it has none)."""
+    if isinstance(value, str):
+        return value.lower() or "unknown"
+    try:
+        return _FIELD_ORDERS.get(int(value), "unknown")
+    except (TypeError, ValueError):
+        return "unknown"
+
+
+def _has_alpha(pix_fmt: str) -> bool:
+    try:
+        return any(c.is_alpha for c in av.VideoFormat(pix_fmt).components)
+    except Exception:
+        return False
 
 
 def _is_cover(stream: av.stream.Stream) -> bool:
@@ -231,31 +318,128 @@ def _stream_by_index(
     raise InputError(f"{container.name}: stream {index} not found")
 
 
-def index_packets(
+def timing_of(container: av.container.InputContainer) -> str:
+    """``dts`` for containers that time frames by their slot (AVI), else ``pts``."""
+    names = set((container.format.name or "").split(","))
+    return "dts" if names & DTS_TIMED_FORMATS else "pts"
+
+
+@dataclass(frozen=True)
+class PacketScan:
+    """What one pass over the main video's packets found (see :func:`scan_packets`)."""
+
+    pts: list[int]
+    duplicates: int = 0  # frames sharing the time of the frame before them
+    steps_back: int = 0  # frames timed before the frame before them (decode order = display)
+    size_changes: tuple[tuple[int, int, int], ...] = ()  # (pts, width, height) of keyframes
+    pictures: int = 0  # MPEG-2 pictures seen (for the two counts below)
+    repeat_fields: int = 0  # MPEG-2 pictures with repeat_first_field (soft telecine)
+    interlaced_pictures: int = 0  # MPEG-2 pictures coded as fields, or not progressive_frame
+
+
+# Keyframes decoded to find size changes: at most one per this many seconds of the stream.
+_SIZE_CHECK_SECONDS = 1
+
+
+def _mpeg2_flags(data: bytes) -> tuple[int, int, int]:
+    """(pictures, repeat_first_field, not progressive) in one MPEG-2 packet: from each picture
+    coding extension (start code 00 00 01 B5, extension id 8)."""
+    pictures = rff = interlaced = 0
+    at = data.find(b"\x00\x00\x01\xb5")
+    while at >= 0 and at + 9 <= len(data):
+        ext = data[at + 4 : at + 9]
+        if ext[0] >> 4 == 8:  # picture coding extension
+            bits = int.from_bytes(ext, "big")  # 40 bits; the flags follow id and f_codes
+            structure = (bits >> 16) & 3  # after 4 + 16 + 2 bits
+            repeat = (bits >> 9) & 1
+            progressive = (bits >> 7) & 1
+            pictures += 1
+            rff += repeat
+            interlaced += structure != 3 or not progressive
+        at = data.find(b"\x00\x00\x01\xb5", at + 4)
+    return pictures, rff, interlaced
+
+
+def scan_packets(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path
-) -> list[int]:
-    """Sorted pts of the stream's frames, from packets only (see module docstring)."""
+) -> PacketScan:
+    """One pass over the stream's packets (no decoding but a keyframe now and then): every
+    frame's time in index order (see the module docstring: sorted, except where the decoder
+    does not reorder - then in packet order, which is display order), the anomalies in those
+    times, size changes at keyframes, and MPEG-2's field flags."""
+    by_dts = timing_of(container) == "dts"
+    reorders = bool(getattr(stream.codec_context, "has_b_frames", True)) and not by_dts
+    mpeg2 = _codec_name(stream) == "mpeg2video"
+    tb = stream.time_base or Fraction(1, _AV_TIME_BASE)
+    gap = int(_SIZE_CHECK_SECONDS / tb) if tb else 0
     pts: list[int] = []
-    missing = 0
+    missing = pictures = rff = interlaced = 0
+    sizes: list[tuple[int, int, int]] = []
+    checked: int | None = None
     try:
         for packet in container.demux(stream):
             if not packet.size or packet.is_discard:
                 continue
-            if packet.pts is None:
+            stamp = packet.dts if by_dts else packet.pts
+            if stamp is None:
                 missing += 1
                 continue
-            pts.append(packet.pts)
+            pts.append(stamp)
+            if mpeg2:
+                a, b, c = _mpeg2_flags(bytes(packet))
+                pictures, rff, interlaced = pictures + a, rff + b, interlaced + c
+            if packet.is_keyframe and (checked is None or abs(stamp - checked) >= gap):
+                checked = stamp
+                sizes.extend(_keyframe_size(packet, stamp))
     except av.FFmpegError as exc:
         # A damaged tail: keep what was read before it (the decoder will report the rest).
         log.warning("%s: demuxing stopped early: %s", path, exc)
+    finally:
+        drain(stream)  # the keyframes decoded on the way
     if missing:
         raise InputError(
             f"{path}: {missing} video packets have no timestamp (a raw or damaged stream); "
             "frames cannot be counted exactly - remux it first, e.g. "
             "ffmpeg -fflags +genpts -i IN -c copy OUT.mkv"
         )
-    pts.sort()
-    return pts
+    if reorders:
+        pts.sort()
+    pairs = list(itertools.pairwise(pts))
+    changes = [sz for k, sz in enumerate(sizes) if k and sz[1:] != sizes[k - 1][1:]]
+    return PacketScan(
+        pts,
+        duplicates=sum(1 for a, b in pairs if b == a),
+        steps_back=sum(1 for a, b in pairs if b < a),
+        size_changes=tuple(sizes[:1] + changes) if changes else (),
+        pictures=pictures,
+        repeat_fields=rff,
+        interlaced_pictures=interlaced,
+    )
+
+
+def _keyframe_size(packet: av.Packet, stamp: int) -> list[tuple[int, int, int]]:
+    """(pts, width, height) of the picture a keyframe packet decodes to, alone."""
+    try:
+        return [(stamp, f.width, f.height) for f in packet.decode()]
+    except av.FFmpegError:
+        return []
+
+
+def index_packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path
+) -> list[int]:
+    """Every frame's time in index order (:func:`scan_packets`)."""
+    return scan_packets(container, stream, path).pts
+
+
+def drain(stream: Any) -> None:
+    """Take every frame still in a stream's decoder (its frame threads finish their work)
+    before it is freed. A frame thread that logs an error (while vidsr captures libav's errors,
+    see :mod:`vidsr.media.decode`) while the codec context is freed under the GIL would wait
+    for the GIL forever."""
+    with contextlib.suppress(Exception):
+        for _ in stream.codec_context.decode(None):
+            pass
 
 
 def _first_frame(path: Path, index: int) -> av.VideoFrame | None:
@@ -263,13 +447,16 @@ def _first_frame(path: Path, index: int) -> av.VideoFrame | None:
     with open_input(path) as container:
         stream = _stream_by_index(container, index)
         stream.thread_type = "AUTO"
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.FFmpegError:
-                continue
-            for frame in frames:
-                return frame  # type: ignore[return-value]
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    continue
+                for frame in frames:
+                    return frame  # type: ignore[return-value]
+        finally:
+            drain(stream)
     return None
 
 
@@ -293,10 +480,11 @@ def _stream_info(s: Any) -> StreamInfo:
             mimetype = None
     disp = int(s.disposition)
     discarded = int(s.discard) == int(Discard.all)
+    timecode = _meta(md, "timecode") if s.type == "data" else None
     return StreamInfo(
         index=s.index,
         type=s.type,
-        codec=_codec_name(s),
+        codec=_codec_name(s) or ("tmcd" if timecode else None),
         language=s.language or _meta(md, "language"),
         title=_meta(md, "title") or _meta(md, "name"),  # MP4 stores track titles as "name"
         default=bool(disp & int(Disposition.default)),
@@ -307,6 +495,7 @@ def _stream_info(s: Any) -> StreamInfo:
         filename=filename,
         mimetype=mimetype,
         metadata=md,
+        timecode=timecode,
     )
 
 
@@ -322,9 +511,13 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         main = main_video_stream(container, path)
         index = main.index
         time_base = main.time_base or Fraction(1, _AV_TIME_BASE)
-        frame_pts = index_packets(container, main, path)
+        main.thread_type = "AUTO"  # for the keyframes scan_packets decodes
+        scan = scan_packets(container, main, path)
+        frame_pts = scan.pts
         if not frame_pts:
             raise InputError(f"{path}: the video stream has no frames")
+        timing = timing_of(container)
+        field_order = _field_order(getattr(main.codec_context, "field_order", 0))
 
         cc = main.codec_context
         container_start = Fraction(container.start_time or 0, _AV_TIME_BASE)
@@ -345,6 +538,8 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     frame = _first_frame(path, index)
     if frame is None:
         raise InputError(f"{path}: none of its {len(frame_pts)} video frames can be decoded")
+    # By slot: how much later than its packet's dts the decoder hands a frame out.
+    dts_delay = frame.dts - frame_pts[0] if timing == "dts" and frame.dts is not None else 0
 
     # Tags: the decoded frame's (from the bitstream) where set, else the container's.
     def pick(frame_value: int, cc_value: int, unspecified: int) -> int:
@@ -393,6 +588,17 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         dispositions=v_disp,
         metadata=vmd,
         hdr=read_hdr(frame),
+        timing=timing,
+        dts_delay=max(0, dts_delay),
+        field_order=field_order,
+        interlaced_frame=bool(getattr(frame, "interlaced_frame", False)),
+        pictures=scan.pictures,
+        repeat_fields=scan.repeat_fields,
+        interlaced_pictures=scan.interlaced_pictures,
+        duplicate_times=scan.duplicates,
+        steps_back=scan.steps_back,
+        size_changes=scan.size_changes,
+        has_alpha=_has_alpha(pix_fmt) or _meta(vmd, "alpha_mode") == "1",
     )
     return MediaInfo(
         path=path,

@@ -9,7 +9,7 @@ chunked jobs (:mod:`vidsr.jobs.chunk`) run; the whole-file plan and the job driv
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -215,6 +215,7 @@ def upscale_segment(
     out_dtype: np.dtype,
     device_colour: DeviceColour | None = None,
     on_frames: Callable[[int], None] | None = None,
+    times: Mapping[int, int] | None = None,
 ) -> SegmentResult:
     """Run decoded ``frames`` (an iterable of objects with ``.rgb`` (H, W, 3) uint8/uint16
     and ``.pts``) through the model into an encoder process writing ``encoder_kwargs``.
@@ -225,6 +226,7 @@ def upscale_segment(
     reach the encoder in order. ``device_colour`` converts on the model's device: frames then
     carry ``.planes`` (when its ``source`` is set) and/or the encoder receives YUV planes (when
     its ``output`` is). ``on_frames(n)`` is called after each batch is handed to the encoder.
+    ``times`` maps a frame's index to its output time (default: its own ``pts``).
     """
     from vidsr.media.colour import planes_to_rgb, rgb_to_planes, samples_to_int
 
@@ -296,7 +298,7 @@ def upscale_segment(
             for frame, pixels in zip(batch, out, strict=True):
                 slot, view = encoder.acquire()
                 view[...] = pixels
-                encoder.submit(slot, frame.pts)
+                encoder.submit(slot, times.get(frame.index, frame.pts) if times else frame.pts)
             written += len(batch)
             if on_frames:
                 on_frames(len(batch))

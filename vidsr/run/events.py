@@ -125,6 +125,15 @@ class JobDone(Event):
 
 
 @dataclass(frozen=True)
+class RunWarning(Event):
+    """Something the run does that a user may not expect (one line; the plan's warnings come
+    before the job starts)."""
+
+    kind: ClassVar[str] = "warning"
+    message: str
+
+
+@dataclass(frozen=True)
 class Failed(Event):
     """The run failed with a one-line error (the CLI's ``--json`` prints it)."""
 

@@ -29,6 +29,7 @@ from vidsr.run.events import (
     JobDone,
     JobStarted,
     Progress,
+    RunWarning,
     UpscaleResult,
     no_sink,
 )
@@ -137,7 +138,7 @@ def open_job_state(plan: VideoPlan, executor: Any) -> JobState:
 
     s, v = plan.settings, plan.info.video
     chunks = plan_chunks(
-        v.frame_pts, v.time_base, chunk_frames=s.chunk_frames, chunk_seconds=s.chunk_seconds
+        plan.out_pts, v.time_base, chunk_frames=s.chunk_frames, chunk_seconds=s.chunk_seconds
     )
     prints = fingerprint(
         s, weights=weights_digest_for(executor, s), out_size=[plan.out_width, plan.out_height]
@@ -239,7 +240,13 @@ def _join_and_mux(plan: VideoPlan, state: JobState) -> Path:
 
     joined = plan.work_dir / f"joined{_segment_suffix(plan.output)}"
     concat_segments(state.finished_segments(), joined)
-    remux(joined, plan.input, plan.output, info=plan.info)
+    remux(
+        joined,
+        plan.input,
+        plan.output,
+        info=plan.info,
+        drop_unsupported=plan.settings.drop_unsupported,
+    )
     return joined
 
 
@@ -248,6 +255,8 @@ def run_job(plan: VideoPlan, executor: Any, *, on_event: EventSink | None = None
     from vidsr.media.concat import count_packets
 
     emit = on_event or no_sink
+    for warning in plan.warnings:
+        emit(RunWarning(warning))
     state = open_job_state(plan, executor)
     todo = state.verify(count_packets)
     v = plan.info.video
@@ -260,6 +269,7 @@ def run_job(plan: VideoPlan, executor: Any, *, on_event: EventSink | None = None
             plan.out_width,
             plan.out_height,
             plan.settings,
+            plan.out_pts[c.start : c.end],
         )
         for c in todo
     ]

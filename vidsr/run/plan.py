@@ -1,9 +1,18 @@
-"""A video run decided before any work: probe, output, work folder, refusals (``--dry-run``
-prints it)."""
+"""A video run decided before any work: probe, output, work folder, what becomes of every
+stream, each frame's output time, refusals and warnings (``--dry-run`` prints it).
+
+Refusals come before any work, each in one line saying what cannot be done and the ways
+forward. Warnings say what the run will do that a user may not expect (timestamps moved, an
+alpha channel dropped, interlaced or telecined content upscaled as is, RGB written as YUV
+4:4:4, subtitles converted, streams left out); ``vidsr probe`` shows the same ones
+(:func:`warnings_for`)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +23,8 @@ from vidsr.settings import Settings
 @dataclass(frozen=True)
 class VideoPlan:
     """What a video run will do. ``settings`` are the run's resolved settings (what the
-    chunks read); ``kept`` describes every stream copied from the source."""
+    chunks read); ``streams`` what becomes of every other stream of the source; ``out_pts``
+    every frame's output time (strictly increasing); ``warnings`` what the run says first."""
 
     input: Path
     output: Path
@@ -23,9 +33,16 @@ class VideoPlan:
     settings: Settings
     out_width: int
     out_height: int
-    kept: tuple[str, ...]
+    streams: tuple[Any, ...]  # media.remux.StreamPlan
+    out_pts: tuple[int, ...]
+    warnings: tuple[str, ...] = ()
     device: str = ""  # where the chunks run (for the reader), e.g. "cpu" or "cuda:0,cuda:1"
     device_type: str = ""  # cpu | cuda
+
+    @property
+    def kept(self) -> tuple[str, ...]:
+        """Every stream the output keeps, as ``--dry-run`` lists them."""
+        return tuple(_kept(p) for p in self.streams if p.kept and p.action != "chapters")
 
     @property
     def frames(self) -> int:
@@ -60,6 +77,87 @@ def _describe(s: Any) -> str:
     return " ".join(bits)
 
 
+def _kept(plan: Any) -> str:
+    text = _describe(plan.stream)
+    if plan.action == "convert":
+        text += f" (as {plan.codec})"
+    elif plan.action == "timecode":
+        text += f" (timecode {plan.stream.timecode})"
+    return text
+
+
+def output_step(suffix: str, time_base: Fraction) -> int:
+    """The finest step between two frames that an output of type ``suffix`` keeps, in
+    ``time_base`` units: Matroska and WebM store milliseconds; MP4 and MOV the stream's own
+    time base (vidsr sets their timescale to it)."""
+    from vidsr.media.remux import MP4_SUFFIXES
+
+    if suffix.lower() in MP4_SUFFIXES:
+        return 1
+    return max(1, math.ceil(Fraction(1, 1000) / time_base))
+
+
+def warnings_for(
+    info: Any, suffix: str, codec: str, pix_fmt: str | None, streams: Sequence[Any]
+) -> list[str]:
+    """What a run of ``info`` into a ``suffix`` output with ``codec`` (and ``pix_fmt``) will do
+    that a user may not expect, one line each (``streams``: :func:`~vidsr.media.remux.
+    plan_streams`'s plan)."""
+    from vidsr.media import colour
+    from vidsr.media.encode import choose_pix_fmt
+    from vidsr.media.remux import STRUCTURAL_DATA, describe_stream
+
+    v = info.video
+    out: list[str] = []
+    moved, most = v.moved_frames(output_step(suffix, v.time_base))
+    if moved:
+        bad = []
+        if v.duplicate_times:
+            bad.append(f"{v.duplicate_times} share the time of the frame before")
+        if v.steps_back:
+            bad.append(f"{v.steps_back} step back in time")
+        out.append(
+            f"timestamps do not increase ({'; '.join(bad)}): {moved} frame(s) move forward, "
+            f"by at most {float(most * v.time_base) * 1000:.3f} ms (every frame is kept)"
+        )
+    if v.has_alpha:
+        out.append(f"the source has an alpha channel ({v.pix_fmt}): it is dropped")
+    out += _field_warnings(v)
+    fmt = pix_fmt or choose_pix_fmt(codec, v.pix_fmt, v.bit_depth)
+    if colour.is_rgb_format(v.pix_fmt) and not colour.is_rgb_format(fmt):
+        what = "grey" if v.pix_fmt.startswith(("gray", "ya")) else "RGB"
+        out.append(f"the source is {what} ({v.pix_fmt}): it is written as {fmt} (YUV)")
+    lossy = [p for p in streams if p.action == "convert" and p.note]
+    for p in lossy:
+        out.append(f"{describe_stream(p.stream)} becomes {p.codec}: {p.note}")
+    dropped = [
+        p
+        for p in streams
+        if p.action == "drop" and p.note and p.stream.codec not in STRUCTURAL_DATA
+    ]
+    if dropped:
+        out.append(
+            f"leaving out {len(dropped)} stream(s) {suffix} cannot carry: "
+            + "; ".join(describe_stream(p.stream) for p in dropped)
+        )
+    return out
+
+
+def _field_warnings(v: Any) -> list[str]:
+    """Interlaced or telecined content, upscaled as it is."""
+    out = []
+    if v.repeat_fields:
+        out.append(
+            f"the source is soft-telecined ({v.repeat_fields} of {v.pictures} pictures repeat a "
+            "field): its progressive pictures are upscaled as they are"
+        )
+    interlaced = v.field_order in ("tt", "bb", "tb", "bt") or v.interlaced_frame
+    if interlaced or (v.interlaced_pictures and not v.repeat_fields):
+        order = f"field order {v.field_order}" if v.field_order != "unknown" else "interlaced"
+        out.append(f"the source is interlaced ({order}): it is upscaled as is, combing included")
+    return out
+
+
 def plan_video(
     input_path: Path,
     settings: Settings,
@@ -71,19 +169,22 @@ def plan_video(
     device_type: str = "",
 ) -> VideoPlan:
     """Probe ``input_path`` and decide the run for resolved ``settings``: the output (``output``,
-    else the settings' own, else the default name), the work folder, the output size; refuse
-    early an existing output, an output equal to the input, a pixel format the codec cannot
-    encode, or a container that cannot carry every stream. ``check_output=False`` skips the
-    output's own checks (a dry run of a batch whose folder does not exist yet)."""
+    else the settings' own, else the default name), the work folder, the output size, every
+    stream's fate and every frame's time; refuse early an existing output, an output equal to
+    the input, a pixel format the codec cannot encode, a picture size that changes mid-stream,
+    or a container that cannot carry every stream (unless ``drop_unsupported``).
+    ``check_output=False`` skips the output's own checks (a dry run of a batch whose folder
+    does not exist yet)."""
     from vidsr.files import check_output_path
     from vidsr.media.encode import encoder_pix_fmts
     from vidsr.media.probe import probe
-    from vidsr.media.remux import check_container_support
+    from vidsr.media.remux import plan_streams, refusal
     from vidsr.models.loader import expected_scale
     from vidsr.pipeline.infer import scaled_size
     from vidsr.run.naming import default_output
 
     info = probe(input_path)
+    _refuse_size_changes(info)
     supported = encoder_pix_fmts(settings.codec)  # UsageError for an unknown encoder
     if settings.pix_fmt and supported and settings.pix_fmt not in supported:
         raise UsageError(
@@ -94,13 +195,10 @@ def plan_video(
     )
     if check_output:
         check_output_path(out, overwrite=settings.overwrite, inputs=(input_path,))
-    problems = check_container_support(info, out.suffix, settings.codec)
-    if problems:
-        raise UsageError(
-            f"{out.suffix} cannot carry everything in {input_path.name}: "
-            + "; ".join(problems)
-            + " - write .mkv instead"
-        )
+    streams = plan_streams(info, out.suffix, drop_unsupported=settings.drop_unsupported)
+    problem = refusal(info, out.suffix, settings.codec, drop_unsupported=settings.drop_unsupported)
+    if problem:
+        raise UsageError(problem)
     v = info.video
     native = expected_scale(settings.model)
     oh, ow = scaled_size(v.height, v.width, settings.scale, native, even=True)
@@ -112,10 +210,27 @@ def plan_video(
         settings,
         ow,
         oh,
-        tuple(_describe(s) for s in info.copied_streams),
+        tuple(streams),
+        v.output_pts(output_step(out.suffix, v.time_base)),
+        tuple(warnings_for(info, out.suffix, settings.codec, settings.pix_fmt, streams)),
         device,
         device_type,
     )
+
+
+def _refuse_size_changes(info: Any) -> None:
+    """A picture size that changes mid-stream is refused before any work."""
+    from vidsr.errors import InputError
+
+    v = info.video
+    if v.size_changes:
+        (_, w0, h0), (pts, w, h) = v.size_changes[0], v.size_changes[1]
+        at = float((pts - v.frame_pts[0]) * v.time_base)
+        raise InputError(
+            f"{info.path}: the picture size changes mid-stream ({w0}x{h0} -> {w}x{h} at "
+            f"{at:.3f} s), which vidsr does not upscale; cut the file at the change (ffmpeg "
+            "-ss/-t with -c copy) and upscale each part"
+        )
 
 
 # Measured model cost per input pixel on this project's 2-core CPU machines, fp32
@@ -142,10 +257,13 @@ def format_plan(plan: VideoPlan) -> str:
     """The plan as ``--dry-run`` prints it."""
     v = plan.info.video
     s = plan.settings
+    dar = v.display_aspect
     lines = [
         f"input:     {plan.input} ({v.codec} {v.width}x{v.height} {v.pix_fmt}, "
-        f"{plan.frames} frames, {'VFR' if v.is_vfr else 'CFR'})",
-        f"output:    {plan.output} ({s.codec} {plan.out_width}x{plan.out_height})",
+        f"{plan.frames} frames, {'VFR' if v.is_vfr else 'CFR'}, display aspect "
+        f"{float(dar):.4g} (SAR {v.sample_aspect_ratio}))",
+        f"output:    {plan.output} ({s.codec} {plan.out_width}x{plan.out_height}) at SAR "
+        f"{v.output_sar(plan.out_width, plan.out_height)}, the source's display aspect",
         f"model:     {s.model} (x{plan.scale:g}) on {plan.device} {s.precision}",
         f"batch:     {s.batch_size or 'auto'}; tile: {s.tile or 'whole frame'}",
         "streams kept: " + ("; ".join(plan.kept) if plan.kept else "none besides the video"),
@@ -158,4 +276,5 @@ def format_plan(plan: VideoPlan) -> str:
         if est is not None
         else "estimate:  unknown"
     )
+    lines += [f"warning:   {w}" for w in plan.warnings]
     return "\n".join(lines)
