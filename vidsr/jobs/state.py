@@ -85,8 +85,10 @@ class JobState:
         settings: Mapping[str, Any],
         chunks: Sequence[Chunk],
         restart: bool = False,
+        suffix: str = ".mkv",
     ) -> JobState:
-        """Resume the job in ``work_dir`` or start a new one there.
+        """Resume the job in ``work_dir`` or start a new one there, its segments written as
+        ``suffix`` files (a resumed job keeps the suffix it began with).
 
         Refuses (``JobStateError``) when the folder holds a job for a different source or
         different settings, unless ``restart`` (which clears it)."""
@@ -133,9 +135,10 @@ class JobState:
                 settings,
                 [Chunk(*c) for c in saved["chunks"]],
                 {int(k): v for k, v in saved["done"].items()},
+                saved.get("suffix", ".mkv"),
             )
         else:
-            state = cls(work_dir, source, settings, list(chunks), {})
+            state = cls(work_dir, source, settings, list(chunks), {}, suffix)
             state.segments_dir.mkdir(parents=True, exist_ok=True)
             state.save()
         state.segments_dir.mkdir(parents=True, exist_ok=True)
@@ -148,6 +151,7 @@ class JobState:
             "settings": self.settings,
             "chunks": [c.as_list() for c in self.chunks],
             "done": {str(k): v for k, v in sorted(self.done.items())},
+            "suffix": self.suffix,
         }
         atomic_write_text(self.state_path, json.dumps(data, indent=1) + "\n")
 

@@ -337,8 +337,35 @@ class PacketScan:
     interlaced_pictures: int = 0  # MPEG-2 pictures coded as fields, or not progressive_frame
 
 
-# Keyframes decoded to find size changes: at most one per this many seconds of the stream.
+# Keyframes decoded to find size changes: each whose parameter sets differ from the last
+# decoded one's (H.264/HEVC SPS, an MPEG-1/2 sequence header), and otherwise one per this many
+# seconds of the stream.
 _SIZE_CHECK_SECONDS = 1
+
+
+def _nal_units(data: bytes) -> Iterator[bytes]:
+    """The NAL units of an Annex B packet (start codes 00 00 01 / 00 00 00 01)."""
+    at = data.find(b"\x00\x00\x01")
+    while at >= 0:
+        nxt = data.find(b"\x00\x00\x01", at + 3)
+        yield data[at + 3 : nxt if nxt >= 0 else len(data)].rstrip(b"\x00")
+        at = nxt
+
+
+def parameter_signature(codec: str | None, data: bytes) -> bytes | None:
+    """What decides a keyframe's picture size, as bytes: its sequence parameter set (H.264,
+    HEVC in Annex B form, as transport streams carry them) or sequence header (MPEG-1/2);
+    None where the packet holds none (sizes then come from sampling)."""
+    if codec in ("mpeg2video", "mpeg1video"):
+        at = data.find(b"\x00\x00\x01\xb3")
+        return data[at + 4 : at + 8] if at >= 0 else None
+    if codec == "h264":
+        sps = [n for n in _nal_units(data) if n and n[0] & 0x1F == 7]
+    elif codec == "hevc":
+        sps = [n for n in _nal_units(data) if n and (n[0] >> 1) & 0x3F == 33]
+    else:
+        return None
+    return sps[0] if sps else None
 
 
 def _mpeg2_flags(data: bytes) -> tuple[int, int, int]:
@@ -372,10 +399,12 @@ def scan_packets(
     mpeg2 = _codec_name(stream) == "mpeg2video"
     tb = stream.time_base or Fraction(1, _AV_TIME_BASE)
     gap = int(_SIZE_CHECK_SECONDS / tb) if tb else 0
+    codec = _codec_name(stream)
     pts: list[int] = []
     missing = pictures = rff = interlaced = 0
     sizes: list[tuple[int, int, int]] = []
     checked: int | None = None
+    signature: bytes | None = None
     try:
         for packet in container.demux(stream):
             if not packet.size or packet.is_discard:
@@ -388,14 +417,20 @@ def scan_packets(
             if mpeg2:
                 a, b, c = _mpeg2_flags(bytes(packet))
                 pictures, rff, interlaced = pictures + a, rff + b, interlaced + c
-            if packet.is_keyframe and (checked is None or abs(stamp - checked) >= gap):
-                checked = stamp
-                sizes.extend(_keyframe_size(packet, stamp))
+            if packet.is_keyframe:
+                data = bytes(packet)
+                new = parameter_signature(codec, data)
+                changed = new is not None and new != signature
+                if checked is None or changed or abs(stamp - checked) >= gap:
+                    checked, signature = stamp, new if new is not None else signature
+                    sizes.extend(_sizes(packet.decode))
     except av.FFmpegError as exc:
         # A damaged tail: keep what was read before it (the decoder will report the rest).
         log.warning("%s: demuxing stopped early: %s", path, exc)
-    finally:
-        drain(stream)  # the keyframes decoded on the way
+    finally:  # the keyframes still in the decoder (frame threads hand them out late)
+        with contextlib.suppress(Exception):
+            sizes.extend(_sizes(lambda: stream.codec_context.decode(None)))
+        drain(stream)
     if missing:
         raise InputError(
             f"{path}: {missing} video packets have no timestamp (a raw or damaged stream); "
@@ -405,6 +440,7 @@ def scan_packets(
     if reorders:
         pts.sort()
     pairs = list(itertools.pairwise(pts))
+    sizes.sort()
     changes = [sz for k, sz in enumerate(sizes) if k and sz[1:] != sizes[k - 1][1:]]
     return PacketScan(
         pts,
@@ -417,10 +453,10 @@ def scan_packets(
     )
 
 
-def _keyframe_size(packet: av.Packet, stamp: int) -> list[tuple[int, int, int]]:
-    """(pts, width, height) of the picture a keyframe packet decodes to, alone."""
+def _sizes(decode: Any) -> list[tuple[int, int, int]]:
+    """(pts, width, height) of the pictures ``decode()`` hands out (keyframes fed alone)."""
     try:
-        return [(stamp, f.width, f.height) for f in packet.decode()]
+        return [(f.pts if f.pts is not None else 0, f.width, f.height) for f in decode()]
     except av.FFmpegError:
         return []
 
@@ -433,13 +469,15 @@ def index_packets(
 
 
 def drain(stream: Any) -> None:
-    """Take every frame still in a stream's decoder (its frame threads finish their work)
-    before it is freed. A frame thread that logs an error (while vidsr captures libav's errors,
-    see :mod:`vidsr.media.decode`) while the codec context is freed under the GIL would wait
-    for the GIL forever."""
+    """Let a stream decoder's frame threads finish and park before the decoder is freed.
+
+    libav passes an error message to PyAV's log callback, which takes the GIL, even while
+    logging is off; PyAV frees a codec context holding the GIL and waiting for its threads.
+    A frame thread that logs an error just then would wait for the GIL forever.
+    ``flush_buffers`` waits for the threads with the GIL released (they log and finish).
+    """
     with contextlib.suppress(Exception):
-        for _ in stream.codec_context.decode(None):
-            pass
+        stream.codec_context.flush_buffers()
 
 
 def _first_frame(path: Path, index: int) -> av.VideoFrame | None:

@@ -105,8 +105,13 @@ def prepare(
 
 
 def _segment_suffix(output: Path) -> str:
-    # mkv stores times in ms; an mp4 output keeps finer source times through mp4 segments.
-    return ".mp4" if output.suffix.lower() in MP4_SUFFIXES else ".mkv"
+    """Segments for an MP4/MOV output are MP4/MOV files: they keep the source's time base
+    (Matroska would round every time to the millisecond) and a .mov output's codecs
+    (ProRes ...) that the mp4 muxer refuses."""
+    suffix = output.suffix.lower()
+    if suffix not in MP4_SUFFIXES:
+        return ".mkv"
+    return ".mov" if suffix == ".mov" else ".mp4"
 
 
 _DIGESTS: dict[tuple[Any, ...], str] = {}
@@ -150,6 +155,7 @@ def open_job_state(plan: VideoPlan, executor: Any) -> JobState:
         settings=prints,
         chunks=chunks,
         restart=s.restart,
+        suffix=_segment_suffix(plan.output),
     )
 
 
@@ -238,7 +244,7 @@ def _join_and_mux(plan: VideoPlan, state: JobState) -> Path:
     from vidsr.media.concat import concat_segments
     from vidsr.media.remux import remux
 
-    joined = plan.work_dir / f"joined{_segment_suffix(plan.output)}"
+    joined = plan.work_dir / f"joined{state.suffix}"
     concat_segments(state.finished_segments(), joined)
     remux(
         joined,
