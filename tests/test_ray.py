@@ -38,7 +38,13 @@ from vidsr.errors import DeviceError, Interrupted, PipelineError, UsageError
 ray = pytest.importorskip("ray")
 
 from vidsr.jobs import ray_executor  # noqa: E402
-from vidsr.jobs.ray_executor import plan_resources, probe_storage, worker_device  # noqa: E402
+from vidsr.jobs.ray_executor import (  # noqa: E402
+    assigned_device,
+    plan_resources,
+    probe_storage,
+    remote_task,
+    worker_device,
+)
 
 MODEL = "realesr-animevideov3"
 CHUNK = 10
@@ -276,27 +282,49 @@ def test_cli_ray_backend_matches_local(
 
 
 @pytest.mark.slow
-def test_gpu_tasks_get_their_own_gpu_as_cuda0(media_clips: dict[str, Path], tmp_path: Path) -> None:
-    """On a CPU-only machine Ray can still hand out 2 (fake) GPUs: each GPU task sees only
-    its own one, as cuda:0."""
+def test_gpu_tasks_get_their_own_gpu_as_cuda0(
+    media_clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU-only machine Ray can still hand out 2 (fake) GPUs. GPU tasks, built by
+    ``remote_task`` as RayExecutor builds the chunk task, each run in a fresh worker process
+    (CUDA reads ``CUDA_VISIBLE_DEVICES`` once per process: a reused worker would stay on its
+    first GPU while Ray books the task on another) and see only their own GPU, as cuda:0.
+    CPU tasks take the same path with no GPU."""
     ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     res = plan_resources("auto", 1, nodes)
     assert res.gpu and res.num_gpus == 1
 
-    @ray.remote
-    def where() -> tuple[str, str | None]:
-        time.sleep(1.0)  # both tasks hold their GPU at once
-        return worker_device(ray.get_gpu_ids()), os.environ.get("CUDA_VISIBLE_DEVICES")
+    def probe() -> tuple[int, list[Any], str | None, str]:
+        time.sleep(0.2)  # both GPUs busy at once
+        ids = ray.get_gpu_ids()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # as Ray set it
+        return os.getpid(), ids, visible, assigned_device(ids)
 
-    got = ray.get(
-        [where.options(num_cpus=res.num_cpus, num_gpus=res.num_gpus).remote() for _ in range(2)]
-    )
-    assert [d for d, _ in got] == ["cuda:0", "cuda:0"]
-    assert sorted(v for _, v in got) == ["0", "1"]
+    gpu = remote_task(ray, probe, res, max_retries=0)
+    got = ray.get([gpu.options(name=f"probe-{i}").remote() for i in range(4)])
+    pids = [pid for pid, *_ in got]
+    assert len(set(pids)) == len(pids), f"a GPU task reused a worker process: {got}"
+    for _, ids, visible, device in got:
+        assert len(ids) == 1 and visible == str(ids[0]) and device == "cuda:0", got
+    assert {visible for _, _, visible, _ in got} == {"0", "1"}
+
+    cpu = remote_task(ray, probe, plan_resources("cpu", 2, nodes))  # may reuse workers
+    for _, ids, _, device in ray.get([cpu.remote() for _ in range(3)]):
+        assert ids == [] and device == "cpu"
+
     # The real chunk task takes the same path: it asks for cuda:0, which CPU torch lacks.
+    built: list[tuple[Any, Any]] = []
+    real_remote_task = ray_executor.remote_task
+
+    def spy(ray_: Any, fn: Any, resources: Any, **options: Any) -> Any:
+        built.append((fn, resources))
+        return real_remote_task(ray_, fn, resources, **options)
+
+    monkeypatch.setattr(ray_executor, "remote_task", spy)
     with pytest.raises(DeviceError, match=r"cuda:0 requested but CUDA is not available"):
         job(media_clips["cfr"], tmp_path / "gpu.mkv", device="cuda")
+    assert [(fn, r.gpu) for fn, r in built] == [(ray_executor._chunk_task, True)]
     assert ray.is_initialized()  # the caller's Ray is left alone
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -35,13 +34,12 @@ import pytest
 import torch
 from helpers import run_cli, run_video
 from media_factory import ffmpeg
-from torch import nn
+from standins import Hook, fail_after, fake_upscaler, oom_when
 
 from vidsr.errors import PipelineError, UsageError
-from vidsr.models.loader import LoadedNetwork
 from vidsr.pipeline.encoder_process import EncoderProcess
 from vidsr.pipeline.infer import Upscaler, scaled_size
-from vidsr.pipeline.video import ResilientInfer
+from vidsr.pipeline.step import ResilientStep
 from vidsr.run.events import Progress
 
 VIDSR = str(Path(sys.executable).with_name("vidsr"))
@@ -78,74 +76,6 @@ def big_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", out),
     )
     return out
-
-
-# --- a stand-in network with fault injection ---------------------------------------------------
-
-Hook = Callable[[torch.Tensor], None]
-
-
-class Pointwise(nn.Module):
-    """A per-pixel colour change, then nearest-neighbour x``scale``: no receptive field, so
-    every batching and tiling gives the very same pixels. ``hook(x)`` runs first."""
-
-    def __init__(self, scale: int, hook: Hook | None = None) -> None:
-        super().__init__()
-        self.scale = scale
-        self.hook = hook
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hook is not None:
-            self.hook(x)
-        y = x.flip(1) * 0.75 + 0.125
-        return y.repeat_interleave(self.scale, -2).repeat_interleave(self.scale, -1)
-
-
-def fake_upscaler(net_scale: int = 2, hook: Hook | None = None, **kwargs: Any) -> Upscaler:
-    net = LoadedNetwork(
-        module=Pointwise(net_scale, hook),
-        name="pointwise",
-        arch="SRVGGNetCompact",
-        kwargs={},
-        scale=net_scale,
-        size_multiple=1,
-        params=0,
-    )
-    return Upscaler(net, device=torch.device("cpu"), dtype=torch.float32, **kwargs)
-
-
-def oom_when(
-    *,
-    batch_over: int | None = None,
-    pixels_over: int | None = None,
-    always: bool = False,
-    ran: list[int] | None = None,
-) -> Hook:
-    """Raise CUDA out-of-memory for batches or inputs that are too large; ``ran`` collects
-    the batch size of every call that went through."""
-
-    def hook(x: torch.Tensor) -> None:
-        n, _, h, w = x.shape
-        if (
-            always
-            or (batch_over is not None and n > batch_over)
-            or (pixels_over is not None and h * w > pixels_over)
-        ):
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        if ran is not None:
-            ran.append(n)
-
-    return hook
-
-
-def fail_after(calls: int, exc: BaseException) -> Hook:
-    count = itertools.count(1)
-
-    def hook(x: torch.Tensor) -> None:
-        if next(count) > calls:
-            raise exc
-
-    return hook
 
 
 @pytest.fixture
@@ -368,13 +298,19 @@ def test_oom_fallback_gives_the_same_pixels(scale: float) -> None:
     want = fake_upscaler(2)(x, size)
     # Whole 150x320 frames (48000 px) and 256-pixel tiles (up to 150x266) run out of memory;
     # 128-pixel tiles (up to 138x148 with their padding) do not.
-    infer = ResilientInfer(fake_upscaler(2, oom_when(batch_over=1, pixels_over=30_000)))
-    got = infer(x, size)
+    net = fake_upscaler(2, oom_when(batch_over=1, pixels_over=30_000))
+    infer = ResilientStep(net, lambda b, n: n(b, size), (150, 320))
+    parts = infer(x)
+    assert [p.shape[0] for p in parts] == [1, 1, 1, 1]  # every frame once, in order
+    got = torch.cat(parts)
     assert infer.max_batch == 1
     assert infer.tiled is not None and infer.tiled.tile == 128
     assert got.shape == want.shape  # x1.7: 255 rows rounded down to an even 254, as planned
     assert torch.equal(got, want)
-    assert torch.equal(infer(x[:1], size), want[:1])  # later batches go straight to what worked
+    assert torch.equal(infer(x[:1])[0], want[:1])  # later batches go straight to what worked
+    # ... and so does the next chunk's step: what was learned is the network's
+    again = ResilientStep(net, lambda b, n: n(b, size), (150, 320))
+    assert again.max_batch == 1 and again.tiled is infer.tiled
 
 
 def test_oom_on_batches_retries_smaller_with_every_frame_once(

@@ -619,7 +619,9 @@ class _Batch:
         s = self.resolved
         self.log.write(
             f"vidsr batch: {len(self.items)} inputs -> {self.outdir}; model {s.model}, "
-            f"device {s.device}, codec {s.codec}, "
+            f"device {s.device}, codec {s.codec}"
+            + (" (by each file's size and bit depth)" if s.codec == "auto" else "")
+            + ", "
             f"crf {s.crf if s.crf is not None else 'default'}, name {s.name!r}"
             + (f", max {s.max_hours:g} h" if s.max_hours else "")
         )
@@ -636,8 +638,9 @@ class _Batch:
                 continue
             rep = self.result.files[n]
             try:
-                rel_out = output_name(s.name, item, model=s.model, scale=s.scale, codec=s.codec)
-            except UsageError as exc:
+                codec = self._codec_of(item)
+                rel_out = output_name(s.name, item, model=s.model, scale=s.scale, codec=codec)
+            except VidsrError as exc:
                 _fail(rep, exc)
                 continue
             out = self.outdir / rel_out
@@ -652,6 +655,17 @@ class _Batch:
             owners[key] = str(item.source)
             self.outputs[n] = out
             rep.output = str(out)
+
+    def _codec_of(self, item: BatchInput) -> str:
+        """The codec for ``item``'s name: ``--codec auto`` on CUDA depends on each file's
+        output size and bit depth, so the file is probed when the name uses ``{codec}``."""
+        s = self.resolved
+        if s.codec != "auto" or "{codec}" not in s.name:
+            return s.codec
+        from vidsr.media.probe import probe
+        from vidsr.run.plan import encoder_settings
+
+        return encoder_settings(s, probe(item.source), self.executor.device_type).codec
 
     def _time_is_up(self, item: BatchInput) -> bool:
         if self.deadline is None or self.clock() < self.deadline:

@@ -564,7 +564,7 @@ class _Bench:
         from vidsr.models.loader import load_network
         from vidsr.pipeline.infer import Upscaler, compiled, resolve_device, resolve_precision
         from vidsr.pipeline.lanes import auto_lanes
-        from vidsr.pipeline.video import auto_batch_size
+        from vidsr.pipeline.memory import batch_size
 
         self.settings = settings
         self.say = say
@@ -587,9 +587,9 @@ class _Bench:
         if settings.compile:
             self.upscaler.module = compiled(self.upscaler.module)
         self.scale = net.scale
-        self.codec = resolve_codec(settings.codec, dev.type)
         self.ow, self.oh = self.width * self.scale, self.height * self.scale
-        self.bs = settings.batch_size or auto_batch_size(self.upscaler, self.height, self.width)
+        self.codec = resolve_codec(settings.codec, dev.type, width=self.ow, height=self.oh)
+        self.bs = settings.batch_size or batch_size(self.upscaler, self.height, self.width)
         self.lanes = (
             (settings.lanes or auto_lanes(dev, self.height, self.width, scale=self.scale))
             if dev.type == "cpu"

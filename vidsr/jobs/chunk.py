@@ -35,14 +35,21 @@ class ChunkTask:
     out_pts: tuple[int, ...] = ()
 
 
-def encoder_kwargs(settings: Settings) -> dict[str, Any]:
-    """The video encoder's keyword arguments (``VideoEncoder``) from the run's settings."""
+def encoder_kwargs(settings: Settings, device: Any = None) -> dict[str, Any]:
+    """The video encoder's keyword arguments (``VideoEncoder``) from the run's settings. An
+    NVENC encoder beside a model on CUDA ``device`` encodes on that GPU (its ``gpu`` option,
+    an index among the GPUs this process sees) unless ``--encoder-opt gpu=`` says otherwise."""
+    from vidsr.media.encode import NVENC_MAX_SIDE
+
+    options = dict(settings.encoder_opt)
+    if settings.codec in NVENC_MAX_SIDE and getattr(device, "type", None) == "cuda":
+        options.setdefault("gpu", str(device.index or 0))
     return {
         "codec": settings.codec,
         "crf": settings.crf,
         "preset": settings.encoder_preset,
         "pix_fmt": settings.pix_fmt,
-        "options": dict(settings.encoder_opt),
+        "options": options,
     }
 
 
@@ -89,32 +96,36 @@ class ChunkResult:
     lanes: int = 1
     encoder_cpu_seconds: float = 0.0  # CPU-seconds the encoder process used for this chunk
     encode_workers: int = 1  # chunks that were being encoded at once (set by the executor)
+    nvdec: bool = False  # whether NVDEC really decoded it (not asked, or fell back: False)
 
 
 def run_chunk(
-    task: ChunkTask, upscaler: Any, on_frames: Callable[[int], None] | None = None
+    task: ChunkTask,
+    upscaler: Any,
+    on_frames: Callable[[int], None] | None = None,
+    *,
+    sharers: int = 1,
 ) -> ChunkResult:
-    """Upscale one chunk into ``task.segment`` (atomically). ``upscaler``: an ``Upscaler``."""
+    """Upscale one chunk into ``task.segment`` (atomically). ``upscaler``: an ``Upscaler``;
+    ``sharers``: how many chunks this process runs on its device at once (the automatic
+    batch size leaves them their share of its memory)."""
     from vidsr.media.decode import decode_frames
     from vidsr.pipeline.lanes import auto_lanes
-    from vidsr.pipeline.video import (
-        auto_batch_size,
-        plan_device_colour,
-        upscale_segment,
-        use_hw_decode,
-    )
+    from vidsr.pipeline.memory import batch_size
+    from vidsr.pipeline.video import plan_device_colour, upscale_segment, use_hw_decode
 
     v = task.info.video
     settings = task.settings
     task.segment.parent.mkdir(parents=True, exist_ok=True)
+    device = upscaler.device
     kwargs = {
         "path": task.segment,
         "info": task.info,
         "width": task.out_width,
         "height": task.out_height,
-        **encoder_kwargs(settings),
+        **encoder_kwargs(settings, device),
     }
-    colour = plan_device_colour(task.info, kwargs, upscaler.device, settings.device_colour)
+    colour = plan_device_colour(task.info, kwargs, device, settings.device_colour)
     frames = decode_frames(
         task.source,
         task.chunk.start,
@@ -122,9 +133,12 @@ def run_chunk(
         info=task.info,
         ignore_errors=settings.ignore_errors,
         planes=colour is not None and colour.source is not None,
-        hwaccel=use_hw_decode(settings.hw_decode, upscaler.device),
+        hwaccel=use_hw_decode(settings.hw_decode, device),
+        hw_device=device.index or 0,
     )
-    bs = settings.batch_size or auto_batch_size(upscaler, v.height, v.width)
+    # Slots on one GPU (--workers-per-device) each size their batches from the same memory.
+    share = sharers * (settings.workers_per_device if device.type == "cuda" else 1)
+    bs = settings.batch_size or batch_size(upscaler, v.height, v.width, sharers=share)
     lanes = settings.lanes or auto_lanes(
         upscaler.device, v.height, v.width, scale=upscaler.net_scale
     )
@@ -170,4 +184,5 @@ def run_chunk(
         batch_size=bs,
         lanes=lanes if upscaler.device.type == "cpu" else 1,
         encoder_cpu_seconds=seg.encoder_cpu_seconds,
+        nvdec=bool(getattr(frames, "hw_used", False)),
     )

@@ -140,7 +140,7 @@ class InProcessExecutor:
 
             if stop.is_set():
                 return
-            result = run_chunk(task, upscaler, frames)
+            result = run_chunk(task, upscaler, frames, sharers=k)
             with lock:
                 on_done(replace(result, worker=worker, encode_workers=k))
 
@@ -179,6 +179,53 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
+def pinned_env(device: str) -> dict[str, str]:
+    """The environment a worker for ``device`` starts with: a CUDA device ``cuda:N`` is made
+    the only GPU the worker sees (``CUDA_VISIBLE_DEVICES=N``), before torch, PyAV or an
+    encoder child could open a CUDA context anywhere else: torch's ``cuda:0``, NVDEC's
+    device 0 and NVENC's ``gpu`` 0 in that worker, and in its encoder process, are GPU N."""
+    if not device.startswith("cuda"):
+        return {}
+    index = device.partition(":")[2] or "0"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:  # already narrowed: cuda:N is the N-th of those
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+        index = ids[int(index)] if int(index) < len(ids) else index
+    return {"CUDA_VISIBLE_DEVICES": index}
+
+
+def worker_device(device: str) -> str:
+    """The torch device inside a worker pinned by :func:`pinned_env`."""
+    return "cuda:0" if device.startswith("cuda") else device
+
+
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _environ(extra: dict[str, str]) -> Any:
+    """``os.environ`` with ``extra`` while a child process is started (spawn copies it)."""
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in extra}
+        os.environ.update(extra)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def start_worker(ctx: Any, target: Any, device: str, args: tuple[Any, ...], name: str) -> Any:
+    """Start ``target(*args)`` in a spawned process pinned to ``device`` (:func:`pinned_env`)."""
+    p = ctx.Process(target=target, name=name, args=args)
+    with _environ(pinned_env(device)):
+        p.start()
+    return p
+
+
 def _worker_main(
     slot: int, device: str, tasks: Any, results: Any, parent_pid: int, cpu_threads: int
 ) -> None:
@@ -198,11 +245,13 @@ def _worker_main(
         results.put(("fatal", slot, None, _message(exc)))
         return
     with pool:
-        _worker_loop(slot, InProcessExecutor(device), tasks, results)
+        _worker_loop(slot, InProcessExecutor(worker_device(device)), tasks, results, device)
 
 
-def _worker_loop(slot: int, local: InProcessExecutor, tasks: Any, results: Any) -> None:
-    name = f"{local.slot}#{slot}"
+def _worker_loop(
+    slot: int, local: InProcessExecutor, tasks: Any, results: Any, device: str
+) -> None:
+    name = f"{device}#{slot}"  # the GPU as the driver names it (the worker sees it as cuda:0)
     while True:
         task = tasks.get()
         if task is None:
@@ -287,12 +336,8 @@ class ProcessPoolExecutor:
         cpu_threads = max(1, (os.cpu_count() or 1) // max(1, n_cpu))
 
         def start(i: int, device: str, restarts: int = 0) -> _Slot:
-            p = ctx.Process(
-                target=_worker_main,
-                name=f"vidsr-worker-{i}",
-                args=(i, device, task_q, result_q, os.getpid(), cpu_threads),
-            )
-            p.start()
+            args = (i, device, task_q, result_q, os.getpid(), cpu_threads)
+            p = start_worker(ctx, _worker_main, device, args, f"vidsr-worker-{i}")
             return _Slot(device, p, None, restarts)
 
         slots = [start(i, d) for i, d in enumerate(self.devices)]

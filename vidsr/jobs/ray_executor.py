@@ -9,6 +9,11 @@ per-frame progress from a small actor, and calls ``on_done`` for every finished 
   ``num_cpus`` the smallest node's cores over ``workers_per_device`` and torch limited to
   that many threads. A GPU task uses the GPU Ray gave it (``CUDA_VISIBLE_DEVICES``), which
   torch sees as ``cuda:0``.
+* Worker processes: each GPU task runs in a fresh process (``max_calls=1``, see
+  :func:`remote_task`). CUDA reads ``CUDA_VISIBLE_DEVICES`` once per process, so a reused
+  worker would stay on the GPU it first used (with its cached model there) while Ray books
+  the task on another one: two chunks on one GPU, one GPU idle. A GPU task therefore loads
+  the model each time. CPU tasks reuse workers, and with them the cached model.
 * Retries: a task whose worker or node dies is run again (``max_retries``); so is one that ran
   out of GPU memory (``retry_exceptions``). Any other error fails the job at once.
 * Storage: every node must see the work folder (and the source) at the same path. Before any
@@ -113,6 +118,34 @@ def worker_device(gpu_ids: Sequence[Any]) -> str:
     return "cuda:0" if len(gpu_ids) > 0 else "cpu"
 
 
+def assigned_device(gpu_ids: Sequence[Any]) -> str:
+    """Inside a task, before anything touches CUDA: the torch device for the GPUs Ray gave
+    it (``ray.get_gpu_ids()``), with ``CUDA_VISIBLE_DEVICES`` made exactly those GPUs (Ray
+    sets it unless told not to), so ``cuda:0`` is the task's own GPU."""
+    if len(gpu_ids) > 0:
+        visible = ",".join(str(i) for i in gpu_ids)
+        if os.environ.get("CUDA_VISIBLE_DEVICES") != visible:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    return worker_device(gpu_ids)
+
+
+def remote_task(ray: Any, fn: Callable[..., Any], res: TaskResources, **options: Any) -> Any:
+    """``fn`` as a Ray remote function asking for ``res`` (plus Ray task ``options``).
+
+    A GPU task gets a fresh worker process each run (``max_calls=1``): CUDA reads
+    ``CUDA_VISIBLE_DEVICES`` once per process, so a reused worker would keep its first GPU
+    while Ray books the task on another. Ray sets this itself only when ``num_gpus`` is
+    given here, never through ``.options()`` (which cannot set ``max_calls`` either), so the
+    resources go in this call. CPU tasks reuse workers (``max_calls=0``) and their cached model.
+    """
+    return ray.remote(
+        num_cpus=res.num_cpus,
+        num_gpus=res.num_gpus,
+        max_calls=1 if res.gpu else 0,
+        **options,
+    )(fn)
+
+
 # --- inside a task ---------------------------------------------------------------------------
 
 # One built upscaler per worker process: consecutive chunks on a worker skip the model load.
@@ -164,18 +197,19 @@ class _Reporter:
 
 
 def _chunk_task(task: ChunkTask, cpu_threads: int, board: Any) -> ChunkResult:
-    """The body of one chunk's Ray task (runs on a worker)."""
+    """The body of one chunk's Ray task (runs on a worker; a GPU task in a fresh process)."""
     import ray
+
+    device = assigned_device(ray.get_gpu_ids())  # first: before torch or PyAV touch CUDA
     import torch
 
-    from vidsr.pipeline.video import is_out_of_memory
+    from vidsr.pipeline.memory import is_out_of_memory
 
     index = task.chunk.index
     attempt = uuid.uuid4().hex  # a retried task reports afresh: the driver resets its count
     if board is not None:
         with contextlib.suppress(Exception):
             board.start.remote(index, attempt)
-    device = worker_device(ray.get_gpu_ids())
     if device == "cpu" and cpu_threads > 0:
         torch.set_num_threads(cpu_threads)
     upscaler = cached_upscaler(task.settings, device)
@@ -438,15 +472,15 @@ class RayExecutor:
         check_shared_storage(ray, tasks[0].segment.parent, tasks[0].source, usable)
 
         board = self._start_board()
-        remote = ray.remote(_chunk_task)
-        task_options = {
-            "num_cpus": res.num_cpus,
-            "num_gpus": res.num_gpus,
-            "max_retries": MAX_RETRIES,
-            "retry_exceptions": [torch.cuda.OutOfMemoryError, GpuMemoryError],
-        }
+        remote = remote_task(
+            ray,
+            _chunk_task,
+            res,
+            max_retries=MAX_RETRIES,
+            retry_exceptions=[torch.cuda.OutOfMemoryError, GpuMemoryError],
+        )
         pending = {
-            remote.options(**task_options, name=f"vidsr-chunk-{t.chunk.index}").remote(
+            remote.options(name=f"vidsr-chunk-{t.chunk.index}").remote(
                 t, res.cpu_threads, board
             ): t.chunk.index
             for t in tasks

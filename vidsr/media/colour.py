@@ -217,11 +217,12 @@ def _levels(bits: int, colour_range: int) -> tuple[float, float, float]:
     return 16.0 * s, 219.0 * s, 224.0 * s
 
 
-def _plane(plane: Any, dtype: Any) -> np.ndarray:
-    """A writable ``(height, width)`` view of a frame plane."""
+def _plane(plane: Any, dtype: Any, width: int | None = None) -> np.ndarray:
+    """A writable ``(height, width)`` view of a frame plane (``width`` samples a row: more
+    than the plane's own width for interleaved chroma, whose plane width counts pairs)."""
     itemsize = np.dtype(dtype).itemsize
     arr = np.frombuffer(plane, dtype)
-    return arr.reshape(plane.height, plane.line_size // itemsize)[:, : plane.width]
+    return arr.reshape(plane.height, plane.line_size // itemsize)[:, : width or plane.width]
 
 
 def _quantise(x: np.ndarray, peak: float, dtype: Any) -> np.ndarray:
@@ -466,12 +467,18 @@ def tensor_to_rgb(t: torch.Tensor, dtype: Any = np.uint8) -> np.ndarray:
 @dataclass(frozen=True)
 class PlanarLayout:
     """A planar YUV pixel format: ``bits`` per sample (stored in uint8 up to 8 bits, else
-    little-endian uint16) and chroma subsampling as shifts (``sx``, ``sy``: 1 = halved)."""
+    little-endian uint16) and chroma subsampling as shifts (``sx``, ``sy``: 1 = halved).
+
+    Semi-planar formats (NVENC's own nv12, p010le, p016le ...) are layouts too, for encoders:
+    ``interleaved`` chroma (one plane, U and V alternating) and samples stored ``shift`` bits
+    up (p010le keeps 10 bits in the top of 16). Their packed form is Y, then the UV plane."""
 
     pix_fmt: str
     bits: int
     sx: int
     sy: int
+    interleaved: bool = False
+    shift: int = 0
 
     @property
     def dtype(self) -> np.dtype:
@@ -489,6 +496,26 @@ class PlanarLayout:
         """Samples in one frame, Y then U then V packed: the encoder ring's slot size."""
         luma, chroma = self.sizes(height, width)
         return luma + 2 * chroma
+
+
+#: Semi-planar formats an encoder may take: (bits, sx, sy, shift). nv21 (V first) is not one.
+_SEMI_PLANAR = {
+    "nv12": (8, 1, 1, 0),
+    "nv16": (8, 1, 0, 0),
+    "p010le": (10, 1, 1, 6),
+    "p016le": (16, 1, 1, 0),
+    "p210le": (10, 1, 0, 6),
+    "p216le": (16, 1, 0, 0),
+}
+
+
+def output_layout(pix_fmt: str) -> PlanarLayout | None:
+    """The layout :func:`rgb_to_planes` can pack for an encoder taking ``pix_fmt``: any
+    :func:`planar_layout`, and the semi-planar formats NVENC takes (nv12, p010le ...)."""
+    if pix_fmt in _SEMI_PLANAR:
+        bits, sx, sy, shift = _SEMI_PLANAR[pix_fmt]
+        return PlanarLayout(pix_fmt, bits, sx, sy, interleaved=True, shift=shift)
+    return planar_layout(pix_fmt)
 
 
 def planar_layout(pix_fmt: str) -> PlanarLayout | None:
@@ -515,6 +542,29 @@ def planar_layout(pix_fmt: str) -> PlanarLayout | None:
     if sx is None or sy is None:  # 4:1:1, 4:1:0: not handled here
         return None
     return PlanarLayout(pix_fmt, bits, sx, sy)
+
+
+def frame_from_planes(packed: np.ndarray, layout: PlanarLayout, width: int, height: int) -> Any:
+    """A ``layout.pix_fmt`` frame holding ``packed`` (:func:`rgb_to_planes`' codes: Y, U, V,
+    or Y then interleaved UV; uint8, or uint16 bit patterns in any 2-byte dtype)."""
+    luma, chroma = layout.sizes(height, width)
+    ch, cw = layout.chroma_size(height, width)
+    flat = packed.reshape(-1).view(layout.dtype)
+    frame = av.VideoFrame(width, height, layout.pix_fmt)
+    if layout.interleaved:  # Y, then one plane of U and V alternating
+        parts: tuple[np.ndarray, ...] = (
+            flat[:luma].reshape(height, width),
+            flat[luma:].reshape(ch, 2 * cw),
+        )
+    else:
+        parts = (
+            flat[:luma].reshape(height, width),
+            flat[luma : luma + chroma].reshape(ch, cw),
+            flat[luma + chroma :].reshape(ch, cw),
+        )
+    for plane, part in zip(frame.planes[: len(parts)], parts, strict=True):
+        _plane(plane, layout.dtype, part.shape[1])[...] = part
+    return frame
 
 
 @dataclass(frozen=True)
@@ -690,9 +740,10 @@ def planes_to_rgb(
 def rgb_to_planes(
     x: torch.Tensor, layout: PlanarLayout, *, matrix: int, colour_range: int
 ) -> torch.Tensor:
-    """(N, 3, H, W) float RGB in [0, 1] -> (N, frame_elements) codes, Y then U then V packed,
-    rounded once and clipped: uint8 for 8-bit layouts, else int16 holding the uint16 bit
-    pattern (FromRGB's matrix and range; chroma filtered in float before rounding)."""
+    """(N, 3, H, W) float RGB in [0, 1] -> (N, frame_elements) codes, Y then U then V packed
+    (Y then UV interleaved for a semi-planar layout, shifted up where it stores its bits at
+    the top), rounded once and clipped: uint8 for 8-bit layouts, else int16 holding the uint16
+    bit pattern (FromRGB's matrix and range; chroma filtered in float before rounding)."""
     import torch
 
     n = x.shape[0]
@@ -708,8 +759,11 @@ def rgb_to_planes(
     cu = _downsample(cu, layout.sy, layout.sx) + mid
     cv = _downsample(cv, layout.sy, layout.sx) + mid
     luma = luma * yspan + black
-    packed = torch.cat([t.reshape(n, -1) for t in (luma, cu, cv)], dim=1)
+    chroma = (cu, cv) if not layout.interleaved else (torch.stack([cu, cv], dim=-1),)
+    packed = torch.cat([t.reshape(n, -1) for t in (luma, *chroma)], dim=1)
     packed = packed.round_().clamp_(0.0, peak)
     if layout.bits <= 8:
         return packed.to(torch.uint8)
+    if layout.shift:
+        packed = packed.mul_(float(1 << layout.shift))
     return packed.to(torch.int32).to(torch.int16)  # wraps above 32767: the uint16 pattern

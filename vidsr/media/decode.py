@@ -87,6 +87,10 @@ class _LibavErrors:
 
 _LIBAV_ERRORS = _LibavErrors()
 
+# Files whose NVDEC decoding fell back to software (checked at the first frame): their next
+# chunks are decoded in software from the start, with frame threads.
+_NVDEC_FELL_BACK: set[str] = set()
+
 # Seconds to seek before pts[start] on successive tries; None = decode from the file's start.
 _BACKOFF: tuple[float | None, ...] = (0, 1, 2, 4, 8, 16, None)
 
@@ -146,7 +150,9 @@ class FrameDecoder(Iterator[DecodedFrame]):
     iterator's ``errors`` list. A bad range raises ``UsageError``. ``planes`` yields the YUV
     planes unconverted (planar YUV sources only, see
     :func:`~vidsr.media.colour.planar_layout`) instead of RGB. ``hwaccel`` decodes with NVDEC
-    where it opens (falling back to software where it does not: ``hw_used`` says which).
+    on GPU ``hw_device`` where it opens, with one decoder thread (falling back to software
+    where it does not open, or where PyAV falls back for the codec: ``hw_used`` says, after
+    the first frame, whether NVDEC really decoded).
 
     ``errors`` lists the damage met so far (only non-empty with ``ignore_errors=True``, or for
     decoder errors that lost no frame). Use as a context manager, or call ``close()``, to free the
@@ -164,14 +170,16 @@ class FrameDecoder(Iterator[DecodedFrame]):
         ignore_errors: bool = False,
         planes: bool = False,
         hwaccel: bool = False,
+        hw_device: int = 0,
         _verifying: bool = False,
     ) -> None:
         self.path = Path(path)
         # A verifying decoder re-decodes a range in this thread to name logged damage.
         self._verifying = _verifying
         self.logged_damage: list[DecodeDamage] = []
-        self.hwaccel = hwaccel
-        self.hw_used = False  # whether NVDEC really decoded (hwaccel asked, and it opened)
+        self.hwaccel = hwaccel and str(self.path) not in _NVDEC_FELL_BACK
+        self.hw_device = hw_device
+        self.hw_used = False  # whether NVDEC really decoded (asked, opened, and not fallen back)
         self.info = info if info is not None else probe(self.path)
         video = self.info.video
         count = video.frame_count
@@ -368,7 +376,10 @@ class FrameDecoder(Iterator[DecodedFrame]):
         video = self.info.video
         with self._open() as container:
             stream = main_video_stream(container, self.path)
-            stream.thread_type = "AUTO" if self.threads else "NONE"
+            # NVDEC: one decoder thread - each frame thread holds decoder surfaces, and many
+            # threads exceed NVDEC's surface pool ("No decoder surfaces left").
+            hw = self.hwaccel
+            stream.thread_type = "AUTO" if self.threads and not hw else "NONE"
             try:
                 if seek_ts is not None:
                     try:
@@ -379,7 +390,12 @@ class FrameDecoder(Iterator[DecodedFrame]):
                             return False
                 expect = start
                 yielded = False
+                checked = False
                 for frame in self._raw_frames(container, stream):
+                    if hw and not checked:
+                        frame, checked = self._check_nvdec(stream, frame), True
+                    elif self.hw_used and frame.format.name != video.pix_fmt:
+                        frame = frame.reformat(format=video.pix_fmt)
                     pts = self._time_of(frame)
                     if pts is None:  # no timestamp at all: assume decode order is the index order
                         pts = self._pts[expect]
@@ -430,6 +446,22 @@ class FrameDecoder(Iterator[DecodedFrame]):
                 drain(stream)
         return True
 
+    def _check_nvdec(self, stream: Any, frame: av.VideoFrame) -> av.VideoFrame:
+        """After the first frame: whether NVDEC really decodes (PyAV falls back to software
+        silently where the GPU lacks the codec or profile: the context then has the software
+        pixel format, not ``cuda``). NVDEC hands frames out as nv12/p010: re-laid as the
+        source's own format (swscale, lossless), so every later stage sees what software
+        decoding gives. A file that fell back decodes in software (threaded) from then on."""
+        fmt = getattr(stream.codec_context.format, "name", None)
+        self.hw_used = fmt == "cuda"
+        if not self.hw_used:
+            _NVDEC_FELL_BACK.add(str(self.path))
+            log.info("%s: NVDEC fell back to software (%s)", self.path, fmt)
+            return frame
+        if frame.format.name != self.info.video.pix_fmt:
+            frame = frame.reformat(format=self.info.video.pix_fmt)
+        return frame
+
     def _open(self) -> av.container.InputContainer:
         """The input, decoded with NVDEC when ``hwaccel`` asked for it and it opens here (the
         frames come back to system memory, e.g. as nv12, and are converted as any frame);
@@ -440,14 +472,15 @@ class FrameDecoder(Iterator[DecodedFrame]):
         from av.codec.hwaccel import HWAccel
 
         try:
-            hw = HWAccel(device_type="cuda", allow_software_fallback=True)
+            hw = HWAccel(
+                device_type="cuda", device=str(self.hw_device), allow_software_fallback=True
+            )
             accelerated = av.open(str(self.path), "r", hwaccel=hw)
         except Exception as exc:  # no NVIDIA device or driver: decode in software
             log.info("%s: NVDEC not usable (%s); decoding in software", self.path, exc)
             self.hwaccel = False
             return container
         container.close()
-        self.hw_used = True
         return accelerated
 
     def _lost(self, a: int, b: int) -> None:

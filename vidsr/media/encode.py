@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import av
 import numpy as np
 
-from vidsr.errors import PipelineError, UsageError
+from vidsr.errors import PipelineError, UsageError, opt
 from vidsr.files import atomic_output
 from vidsr.media import colour
 from vidsr.media.colour import ColourTags, FromRGB
@@ -63,36 +64,139 @@ def encoder_pix_fmts(codec: str) -> tuple[str, ...]:
     return tuple(f.name for f in (c.video_formats or ()))
 
 
-@lru_cache(maxsize=16)
-def encoder_available(codec: str) -> bool:
-    """Whether ``codec`` exists and can be opened here (nvenc needs an NVIDIA GPU and driver)."""
+#: NVENC's largest frame side per codec (NVIDIA Video Codec SDK: H.264 4096x4096 on every
+#: generation; HEVC and AV1 8192x8192). H.264 NVENC takes 10-bit input only from Blackwell on.
+NVENC_MAX_SIDE = {"h264_nvenc": 4096, "hevc_nvenc": 8192, "av1_nvenc": 8192}
+
+#: ``problem(codec, width, height, pix_fmt)``: why that encoder does not open so, or None.
+EncoderProbe = Callable[[str, int, int, str], "str | None"]
+
+
+@lru_cache(maxsize=64)
+def encoder_problem(
+    codec: str, width: int = 256, height: int = 256, pix_fmt: str = "yuv420p"
+) -> str | None:
+    """Why ``codec`` cannot encode ``width`` x ``height`` ``pix_fmt`` frames here (one line),
+    or None when it opens so: the encoder is really opened at that size and format (NVENC
+    refuses sizes and bit depths its GPU lacks only then; it needs an NVIDIA GPU and driver)."""
     if codec not in av.codecs_available:
-        return False
+        return f"this FFmpeg has no {codec} encoder"
     try:
         ctx = av.CodecContext.create(codec, "w")
-        ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
+        ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
         ctx.time_base = Fraction(1, 25)
         ctx.open()
     except Exception as exc:
-        log.debug("encoder %s not usable: %s", codec, exc)
-        return False
-    return True
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        log.debug("encoder %s %dx%d %s not usable: %s", codec, width, height, pix_fmt, text)
+        return text[:200]
+    return None
 
 
-#: What ``--codec auto`` picks on a CUDA device where NVENC opens, and everywhere else.
+def encoder_available(
+    codec: str, width: int = 256, height: int = 256, pix_fmt: str = "yuv420p"
+) -> bool:
+    """Whether ``codec`` opens here for ``width`` x ``height`` ``pix_fmt`` frames."""
+    return encoder_problem(codec, width, height, pix_fmt) is None
+
+
+#: What ``--codec auto`` picks: NVENC beside a CUDA model where it opens for the real size
+#: and format - H.264 up to 4096 pixels a side at 8 bits, HEVC above that or for 10 bits -
+#: else the software encoder of the same family.
 AUTO_CODECS = ("h264_nvenc", "libx264")
 
 
-def resolve_codec(codec: str, device_type: str) -> str:
-    """``codec``, except ``auto``: NVENC H.264 when the model runs on CUDA and an NVIDIA
-    encoder opens here (:func:`encoder_available`), else libx264."""
+def auto_codec(
+    device_type: str,
+    *,
+    width: int,
+    height: int,
+    source_pix_fmt: str = "yuv420p",
+    bit_depth: int = 8,
+    nvenc: bool = True,
+    problem: EncoderProbe | None = None,
+) -> str:
+    """The ``--codec auto`` rule for an output of ``width`` x ``height`` from a source of
+    ``source_pix_fmt``/``bit_depth``: on CUDA (and with ``nvenc``: where NVENC may be probed
+    here), h264_nvenc for 8-bit output up to 4096 pixels a side, hevc_nvenc above that or for
+    more bits, each only where it opens at that size and pixel format; otherwise libx264, or
+    libx265 for what H.264 NVENC could not take (large or deep). On the CPU: libx264.
+    ``problem`` replaces :func:`encoder_problem` (tests: a fake GPU's capabilities)."""
+    probe = problem or encoder_problem
+    if device_type != "cuda":
+        return "libx264"
+    big = max(width, height) > NVENC_MAX_SIDE["h264_nvenc"]
+    deep = bit_depth > 8
+    hw = "hevc_nvenc" if big or deep else "h264_nvenc"
+    if nvenc:
+        fmt = choose_pix_fmt(hw, source_pix_fmt, bit_depth)
+        why = probe(hw, width, height, fmt)
+        if why is None:
+            return hw
+        log.info("--codec auto: %s does not open for %dx%d %s (%s)", hw, width, height, fmt, why)
+    return "libx265" if big or deep else "libx264"
+
+
+_NVENC_LABEL = {"h264_nvenc": "H.264", "hevc_nvenc": "HEVC", "av1_nvenc": "AV1"}
+
+
+def nvenc_refusal(
+    codec: str, width: int, height: int, pix_fmt: str, problem: EncoderProbe | None = None
+) -> str | None:
+    """Why an explicit NVENC ``codec`` cannot encode this output here, with the ways forward
+    (one line), or None when it can (or ``codec`` is not NVENC). The size limit is NVIDIA's
+    and is checked first; then the encoder is opened at this size and format."""
+    if codec not in NVENC_MAX_SIDE:
+        return None
+    probe = problem or encoder_problem
+    side = NVENC_MAX_SIDE[codec]
+    label = _NVENC_LABEL[codec]
+    if max(width, height) > side:
+        why = f"{label} NVENC is limited to {side}x{side}"
+        ways = "hevc_nvenc (to 8192x8192) or libx265" if side < 8192 else "libx265"
+    else:
+        error = probe(codec, width, height, pix_fmt)
+        if error is None:
+            return None
+        deep = colour.bit_depth(pix_fmt) > 8
+        if deep and probe(codec, width, height, "yuv420p") is None:
+            why = f"{label} NVENC takes no {colour.bit_depth(pix_fmt)}-bit input on this GPU"
+            ways = f"hevc_nvenc, or {opt('pix_fmt', 'yuv420p')} for 8 bits"
+            if codec == "h264_nvenc":
+                why += " (10-bit H.264 needs a Blackwell GPU)"
+        else:
+            why = (
+                f"it does not open ({error}): NVENC needs an NVIDIA GPU that has it (A100 and "
+                "H100 have none) and its driver"
+            )
+            ways = "libx264 or libx265 (software)"
+    return (
+        f"{codec} cannot encode {width}x{height} {pix_fmt} here: {why}; choose "
+        f"{opt('codec', 'auto')} (by size and bit depth) or {ways}"
+    )
+
+
+def resolve_codec(
+    codec: str,
+    device_type: str,
+    *,
+    width: int = 1920,
+    height: int = 1080,
+    source_pix_fmt: str = "yuv420p",
+    bit_depth: int = 8,
+    nvenc: bool = True,
+) -> str:
+    """``codec``, except ``auto``: :func:`auto_codec` for this output."""
     if codec != "auto":
         return codec
-    hw, soft = AUTO_CODECS
-    if device_type == "cuda" and encoder_available(hw):
-        return hw
-    log.info("--codec auto: %s", soft if device_type != "cuda" else f"{hw} unusable, {soft}")
-    return soft
+    return auto_codec(
+        device_type,
+        width=width,
+        height=height,
+        source_pix_fmt=source_pix_fmt,
+        bit_depth=bit_depth,
+        nvenc=nvenc,
+    )
 
 
 def choose_pix_fmt(codec: str, source_pix_fmt: str, source_bit_depth: int) -> str:
@@ -196,7 +300,7 @@ class VideoEncoder:
         matrix, colour_range = self.colour.matrix, self.colour.range
         self._convert = FromRGB(pix_fmt=self.pix_fmt, matrix=matrix, colour_range=colour_range)
         #: The planar YUV layout :meth:`write_planes` takes (None for other pixel formats).
-        self.planar = colour.planar_layout(self.pix_fmt)
+        self.planar = colour.output_layout(self.pix_fmt)
 
         opts = dict(CODEC_DEFAULTS.get(codec, {}))
         if crf is not None:
@@ -300,16 +404,7 @@ class VideoEncoder:
                 f"{self.path}: {packed.size} samples, expected {luma + 2 * chroma} "
                 f"for {w}x{h} {self.pix_fmt}"
             )
-        ch, cw = layout.chroma_size(h, w)
-        flat = packed.reshape(-1).view(layout.dtype)
-        frame = av.VideoFrame(w, h, self.pix_fmt)
-        parts = (
-            flat[:luma].reshape(h, w),
-            flat[luma : luma + chroma].reshape(ch, cw),
-            flat[luma + chroma :].reshape(ch, cw),
-        )
-        for plane, part in zip(frame.planes[:3], parts, strict=True):
-            colour._plane(plane, layout.dtype)[...] = part
+        frame = colour.frame_from_planes(packed, layout, w, h)
         frame.colorspace = self.colour.matrix
         frame.color_range = self.colour.range
         self._encode(frame, pts)

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from vidsr import errors
-from vidsr.errors import OutputError, PipelineError, VidsrError
+from vidsr.errors import OutputError, PipelineError, VidsrError, opt
 from vidsr.files import temps_for
 
 _POLL = 0.5
@@ -378,6 +378,70 @@ _SHM_PREFIX = "vidsr_"
 _swept = False
 
 
+#: Where SharedMemory puts its segments (Linux), and the share of its free room a ring takes.
+SHM_DIR = "/dev/shm"
+_SHM_SHARE = 0.8
+_MIN_SLOTS = 2
+
+
+def shm_free_bytes() -> int | None:
+    """Free bytes in :data:`SHM_DIR` (None where there is no such folder)."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _ring_memory(frame_bytes: int, slots: int, free_shm: Any) -> tuple[SharedMemory, int]:
+    """The ring's shared memory: ``slots`` frames, fewer if ``/dev/shm`` holds fewer (a
+    container's default is 64 MiB; writing past a tmpfs's end is a SIGBUS, not an error), and
+    reserved at once (``posix_fallocate``), so a full /dev/shm is found here. Fewer than two
+    frames: an ``OutputError`` saying how to give it more room."""
+    free = free_shm()
+    if free is not None:
+        slots = min(slots, int(free * _SHM_SHARE) // max(1, frame_bytes))
+    if slots < _MIN_SLOTS:
+        raise _shm_too_small(frame_bytes, free)
+    while True:
+        shm = _plain_ring(frame_bytes, slots)
+        fd = getattr(shm, "_fd", -1)
+        try:
+            if fd >= 0 and hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, max(1, frame_bytes * slots))
+            return shm, slots
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                return shm, slots  # this file system cannot reserve ahead: use it as it is
+            shm.close()
+            shm.unlink()
+            if exc.errno not in (errno.ENOSPC, errno.ENOMEM):
+                raise
+            if slots <= _MIN_SLOTS:
+                raise _shm_too_small(frame_bytes, free) from None
+            slots = max(_MIN_SLOTS, slots // 2)
+
+
+def _plain_ring(frame_bytes: int, slots: int) -> SharedMemory:
+    """A ring where the file system cannot reserve space ahead (not tmpfs)."""
+    return SharedMemory(
+        name=f"{_SHM_PREFIX}{os.getpid()}_{secrets.token_hex(6)}",
+        create=True,
+        size=max(1, frame_bytes * slots),
+    )
+
+
+def _shm_too_small(frame_bytes: int, free: int | None) -> OutputError:
+    mib = 1 << 20
+    room = f"{free / mib:.0f} MiB free" if free is not None else "too little room"
+    need = -(-2 * frame_bytes // mib)
+    return OutputError(
+        f"{SHM_DIR} has {room}; the encoder's frame ring needs at least two frames, "
+        f"{need} MiB ({frame_bytes / mib:.1f} MiB a frame): give it more room (docker run "
+        f"--shm-size=8g, or remount {SHM_DIR} larger) or a smaller {opt('scale')}"
+    )
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -412,8 +476,10 @@ class EncoderProcess:
     """An encoder process writing ``VideoEncoder(**encoder_kwargs)``.
 
     Frames are (H, W, C) arrays of ``dtype`` (the ``shape`` given); ``slots`` of them are
-    in flight at most, which bounds memory. Inside :func:`encoder_pool` the process is
-    reused after a clean ``finish``; otherwise each instance starts and stops its own.
+    in flight at most, which bounds memory - fewer where ``/dev/shm`` has less room
+    (:func:`_ring_memory`; ``free_shm()`` says how much, for tests). Inside
+    :func:`encoder_pool` the process is reused after a clean ``finish``; otherwise each
+    instance starts and stops its own.
     """
 
     def __init__(
@@ -423,17 +489,14 @@ class EncoderProcess:
         shape: tuple[int, ...],
         dtype: np.dtype | str = np.uint8,
         slots: int = 8,
+        free_shm: Any = None,
     ) -> None:
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
-        self.slots = slots
         nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
         _sweep_stale_segments()
-        self._shm = SharedMemory(
-            name=f"{_SHM_PREFIX}{os.getpid()}_{secrets.token_hex(6)}",
-            create=True,
-            size=max(1, nbytes * slots),
-        )
+        self._shm, slots = _ring_memory(nbytes, slots, free_shm or shm_free_bytes)
+        self.slots = slots
         self._ring = np.ndarray((slots, *self.shape), dtype=self.dtype, buffer=self._shm.buf)
         self._free: list[int] = list(range(slots))
         self._result: tuple[Any, ...] | None = None

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from vidsr.errors import DeviceError, UsageError, opt
 from vidsr.models.loader import LoadedNetwork, load_network
 from vidsr.options import DEVICE_PATTERN, PRECISIONS
+from vidsr.pipeline.memory import MemoryState
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -52,7 +53,21 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
             "fp16 on the CPU is refused: PyTorch runs it about 100x slower than fp32; "
             f"use {opt('precision', 'fp32')} or {opt('precision', 'bf16')} on the CPU"
         )
+    if precision == "bf16" and device.type == "cuda" and not bf16_supported(device):
+        raise DeviceError(
+            f"bf16 is refused on {device}: this GPU has no bfloat16 arithmetic (it needs "
+            f"compute capability 8.0, Ampere, or later); use {opt('precision', 'fp16')}"
+        )
     return _DTYPES[precision]
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` computes in bfloat16 (compute capability 8.0 or later).
+    True where no CUDA is present to ask (a Ray driver: its workers' GPUs decide there)."""
+    if not torch.cuda.is_available():
+        return True
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] >= 8
 
 
 def precision_name(dtype: torch.dtype) -> str:
@@ -73,13 +88,20 @@ def scaled_size(
     return h, w
 
 
+class NonFiniteOutput(RuntimeError):
+    """The network gave NaN or Inf (an fp16 overflow): the caller may retry in fp32."""
+
+
 class Upscaler:
     """A network on a device at a precision, run whole-frame or in tiles.
 
     ``upscaler(x, size=None)``: x is (N, 3, H, W) float in [0, 1] (any float dtype, any
     device; it is moved to ``self.device``); returns (N, 3, H * net_scale, W * net_scale)
-    float32 in [0, 1] on ``self.device``, or that result resized (antialiased bicubic) to
-    ``size`` = (height, width) when given and different. Works for any H, W >= 1.
+    float32 in [0, 1] on ``self.device``, channels_last, or that result resized (antialiased
+    bicubic) to ``size`` = (height, width) when given and different. Works for any H, W >= 1.
+    With ``check_finite`` a NaN or Inf in the network's output raises
+    :class:`NonFiniteOutput` instead of being clipped into black or green pixels.
+    ``memory`` is what batches of this network have learned (:mod:`vidsr.pipeline.memory`).
     """
 
     def __init__(
@@ -103,13 +125,23 @@ class Upscaler:
         self.module = net.module.to(device=device, dtype=weight_dtype)
         self.module = self.module.to(memory_format=torch.channels_last)
         self.module.eval()
+        self.memory = MemoryState()
+
+    def use_fp32(self) -> None:
+        """Run in fp32 from now on (after an fp16/bf16 overflow); tiled copies are rebuilt."""
+        self.dtype = torch.float32
+        self._autocast = False
+        self.module = self.module.to(dtype=torch.float32)
+        self.memory.tiled.clear()
 
     @property
     def precision_name(self) -> str:
         return precision_name(self.dtype)
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, size: tuple[int, int] | None = None, *, check_finite: bool = False
+    ) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected (N, 3, H, W), got {tuple(x.shape)}")
         x = x.to(self.device, non_blocking=True)
@@ -118,7 +150,10 @@ class Upscaler:
             out = self._tiled(x)
         else:
             out = self._forward_padded(x)
-        out = out.float().clamp_(0.0, 1.0)
+        out = out.float()
+        if check_finite and not bool(torch.isfinite(out).all()):
+            raise NonFiniteOutput(f"the network gave NaN or Inf at {self.precision_name}")
+        out = out.clamp_(0.0, 1.0)
         if size is not None and tuple(out.shape[-2:]) != tuple(size):
             out = F.interpolate(out, size=tuple(size), mode="bicubic", antialias=True)
             out = out.clamp_(0.0, 1.0)
@@ -149,7 +184,9 @@ class Upscaler:
         on every side (where the frame has them) and only its own area is kept."""
         n, c, h, w = x.shape
         s, t, p = self.net_scale, self.tile, self.tile_pad
-        out = torch.empty((n, c, h * s, w * s), dtype=torch.float32, device=x.device)
+        out = torch.empty((n, c, h * s, w * s), dtype=torch.float32, device=x.device).contiguous(
+            memory_format=torch.channels_last
+        )  # as a whole frame's: NHWC in memory
         for ty in range(math.ceil(h / t)):
             for tx in range(math.ceil(w / t)):
                 y0, x0 = ty * t, tx * t

@@ -9,14 +9,14 @@ chunked jobs (:mod:`vidsr.jobs.chunk`) run; the whole-file plan and the job driv
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from vidsr.errors import GpuMemoryError, PipelineError, opt
+from vidsr.errors import PipelineError
 from vidsr.pipeline.encoder_process import EncoderProcess
 from vidsr.pipeline.infer import Upscaler
 from vidsr.pipeline.lanes import Lanes, threads_per_lane
@@ -25,8 +25,6 @@ from vidsr.settings import Settings
 
 if TYPE_CHECKING:
     from vidsr.media.colour import PlanarLayout
-
-_TILES_ON_OOM = (512, 256, 128)
 
 
 @dataclass
@@ -37,93 +35,6 @@ class SegmentResult:
     stages: dict[str, StageStats]
     damaged: list[str] = field(default_factory=list)
     encoder_cpu_seconds: float = 0.0
-
-
-def auto_batch_size(upscaler: Upscaler, height: int, width: int) -> int:
-    """Batch size from free device memory on CUDA (a few frames at most); 1 on the CPU,
-    where batching does not help (measured: batch 4 vs 1 changes little)."""
-    if upscaler.device.type != "cuda":
-        return 1
-    free, _total = torch.cuda.mem_get_info(upscaler.device)
-    # Activation memory of the widest layer, at the working precision, with headroom.
-    per_frame = height * width * 64 * 2 * 4 + (height * width * upscaler.net_scale**2 * 3 * 4)
-    return int(max(1, min(16, (free * 0.5) // max(per_frame, 1))))
-
-
-_OOM_TEXTS = ("CUDA out of memory", "CUDA error: out of memory", "STATUS_ALLOC_FAILED")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """The out-of-memory rule: CUDA out of memory in any of its spellings (allocation failures
-    that cuDNN/cuBLAS report as a plain ``RuntimeError`` included), or vidsr's own
-    :class:`~vidsr.errors.GpuMemoryError`, anywhere in ``exc``'s chain of causes."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, torch.cuda.OutOfMemoryError | GpuMemoryError):
-            return True
-        if isinstance(seen, RuntimeError) and any(t in str(seen) for t in _OOM_TEXTS):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _release_cuda_memory() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-class ResilientInfer:
-    """Runs the upscaler on a batch; on CUDA out-of-memory retries smaller batches, then a
-    single frame in tiles smaller than any already in use, before failing. Never drops or
-    duplicates a frame. Retries happen outside the ``except`` block: the exception's frames
-    hold the failed attempt's tensors until it is handled."""
-
-    def __init__(self, upscaler: Upscaler) -> None:
-        self.upscaler = upscaler
-        self.max_batch: int | None = None
-        self.tiled: Upscaler | None = None
-
-    def __call__(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        if self.max_batch is not None and x.shape[0] > self.max_batch:
-            parts = torch.split(x, self.max_batch)
-            return torch.cat([self(p, size) for p in parts])
-        try:
-            return (self.tiled or self.upscaler)(x, size)
-        except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
-            if not is_out_of_memory(exc):
-                raise
-        _release_cuda_memory()
-        if x.shape[0] > 1:
-            self.max_batch = max(1, x.shape[0] // 2)
-            return self(x, size)
-        return self._tiled_single(x, size)
-
-    def _tiled_single(self, x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-        base = self.upscaler
-        in_use = [t for t in (base.tile, self.tiled.tile if self.tiled else 0) if t]
-        limit = min(in_use) if in_use else None
-        tiles = [t for t in _TILES_ON_OOM if limit is None or t < limit]
-        for tile in tiles:
-            self.tiled = Upscaler(
-                base.net,
-                device=base.device,
-                dtype=base.dtype,
-                tile=tile,
-                tile_pad=base.tile_pad,
-            )
-            try:
-                return self.tiled(x, size)
-            except RuntimeError as exc:
-                if not is_out_of_memory(exc):
-                    raise
-            _release_cuda_memory()
-        smallest = min([*tiles, *in_use]) if (tiles or in_use) else _TILES_ON_OOM[-1]
-        raise GpuMemoryError(
-            f"out of GPU memory even for one frame in {smallest}-pixel tiles; "
-            f"use a smaller model or {opt('device', 'cpu')}"
-        )
 
 
 def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -157,7 +68,7 @@ def plan_device_colour(
     """Whether (and how) colour conversion runs on the device: ``auto`` on CUDA only (on the
     CPU the numpy path costs the same and is the reference), ``on`` wherever the formats are
     planar YUV, ``off`` never. None when neither side can."""
-    from vidsr.media.colour import planar_layout
+    from vidsr.media.colour import output_layout, planar_layout
     from vidsr.media.encode import source_encoder_colour
 
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
@@ -171,7 +82,7 @@ def plan_device_colour(
         codec=encoder_kwargs.get("codec") or "libx264",
         pix_fmt=encoder_kwargs.get("pix_fmt"),
     )
-    output = planar_layout(fmt)
+    output = output_layout(fmt)
     if source is None and output is None:
         return None
     return DeviceColour(source, v.matrix, v.range, output, tags.matrix, tags.range)
@@ -181,28 +92,6 @@ def use_hw_decode(mode: str, device: torch.device) -> bool:
     """Whether to ask for NVDEC: ``on``, or ``auto`` with the model on CUDA (it falls back to
     software where NVDEC does not open)."""
     return mode == "on" or (mode == "auto" and device.type == "cuda")
-
-
-class _Uploader:
-    """Host arrays to ``device``; on CUDA through pinned staging buffers kept per name and
-    reused while the shape holds (the copy of one batch is done before the next is staged:
-    each batch ends with a device-to-host copy, which waits for the stream)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self._staging: dict[str, torch.Tensor] = {}
-
-    def __call__(self, name: str, host: np.ndarray) -> torch.Tensor:
-        if host.dtype == np.uint16:  # torch has no uint16 arithmetic: the bits travel as int16
-            host = host.view(np.int16)
-        src = torch.from_numpy(host)
-        if self.device.type == "cuda":
-            buf = self._staging.get(name)
-            if buf is None or buf.shape != src.shape or buf.dtype != src.dtype:
-                buf = self._staging[name] = torch.empty(src.shape, dtype=src.dtype, pin_memory=True)
-            buf.copy_(src)
-            src = buf
-        return src.to(self.device, non_blocking=True)
 
 
 def upscale_segment(
@@ -223,22 +112,25 @@ def upscale_segment(
     ``settings`` are the run's, resolved for this segment: ``batch_size`` frames go through
     the model at a time, and ``lanes`` > 1 (CPU only) runs that many batches at once, each in
     its own thread with a share of torch's threads (:mod:`vidsr.pipeline.lanes`); frames still
-    reach the encoder in order. ``device_colour`` converts on the model's device: frames then
-    carry ``.planes`` (when its ``source`` is set) and/or the encoder receives YUV planes (when
-    its ``output`` is). ``on_frames(n)`` is called after each batch is handed to the encoder.
-    ``times`` maps a frame's index to its output time (default: its own ``pts``).
+    reach the encoder in order. On CUDA the next batch is staged, uploaded and started while
+    the last one's result comes back (:class:`~vidsr.pipeline.step.PinnedPool`). Each batch's
+    whole device step is retried smaller when memory runs short
+    (:class:`~vidsr.pipeline.step.ResilientStep`). ``device_colour`` converts on the model's
+    device: frames then carry ``.planes`` (when its ``source`` is set) and/or the encoder
+    receives YUV planes (when its ``output`` is). ``on_frames(n)`` is called after each batch
+    is handed to the encoder. ``times`` maps a frame's index to its output time (default: its
+    own ``pts``).
     """
-    from vidsr.media.colour import planes_to_rgb, rgb_to_planes, samples_to_int
+    from vidsr.pipeline.step import PinnedPool, ResilientStep
 
     dc = device_colour
     decode = StageStats("decode")
     infer_stats = StageStats("infer")
     encode = StageStats("encode")
-    infer = ResilientInfer(upscaler)
     device = upscaler.device
+    cuda = device.type == "cuda"
     batch_size = max(1, settings.batch_size)
-    lanes = max(1, settings.lanes) if device.type == "cpu" else 1
-    peak = float(np.iinfo(out_dtype).max)
+    lanes = max(1, settings.lanes) if not cuda else 1
     producer = ProducerThread(frames, maxsize=max(4, 2 * batch_size * lanes), stats=decode)
     if dc is not None and dc.output is not None:
         # The ring holds packed Y, U, V planes in the encoder's own format.
@@ -251,54 +143,42 @@ def upscale_segment(
     encoder = EncoderProcess(
         encoder_kwargs, shape=slot_shape, dtype=slot_dtype, slots=max(4, 2 * batch_size)
     )
-    upload = _Uploader(device)
+    pool = PinnedPool() if cuda else None
+    device_step = _DeviceStep(device, dc, out_shape, out_dtype, pool)
     written = 0
     encoder_cpu = 0.0
     lane_seconds: list[float] = []  # appended from the lanes (list.append is atomic)
+    steps: dict[tuple[int, int], ResilientStep] = {}
 
-    def model_input(batch: list[Any]) -> torch.Tensor:
-        if dc is not None and dc.source is not None:
-            y, u, v = (upload(k, np.stack([getattr(f.planes, k) for f in batch])) for k in "yuv")
-            return planes_to_rgb(
-                y,
-                u,
-                v,
-                dc.source,
-                matrix=dc.matrix,
-                colour_range=dc.colour_range,
-                cosited=batch[0].planes.cosited,
-            )
-        host = np.stack([f.rgb for f in batch])  # (N, H, W, 3)
-        x = samples_to_int(upload("rgb", host), 16 if host.dtype == np.uint16 else 8)
-        return x.permute(0, 3, 1, 2).to(torch.float32).div_(float(np.iinfo(host.dtype).max))
-
-    def run_batch(batch: list[Any]) -> np.ndarray:
+    def run_batch(batch: list[Any]) -> list[Any]:
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            y = infer(model_input(batch), out_shape[:2])
-            if dc is not None and dc.output is not None:
-                packed = (
-                    rgb_to_planes(y, dc.output, matrix=dc.out_matrix, colour_range=dc.out_range)
-                    .cpu()
-                    .numpy()
-                )
-                out = packed if packed.dtype == np.uint8 else packed.view(np.uint16)
-            else:
-                q = y.mul_(peak).round_().to(torch.int32 if peak > 255 else torch.uint8)
-                out = q.permute(0, 2, 3, 1).cpu().numpy().astype(out_dtype, copy=False)
+        key = _frame_size(batch[0])
+        step = steps.get(key)
+        if step is None:
+            step = steps[key] = ResilientStep(upscaler, device_step, key)
+        parts = step(batch)
         lane_seconds.append(time.perf_counter() - t0)
-        return out
+        return parts
 
-    pool = Lanes(run_batch, lanes, threads_per_lane(lanes)) if lanes > 1 else None
+    lanes_pool = Lanes(run_batch, lanes, threads_per_lane(lanes)) if lanes > 1 else None
     try:
         batches = _batches(iter(producer), batch_size)
-        done = pool.map(batches) if pool else ((b, run_batch(b)) for b in batches)
-        for batch, out in done:
+        if lanes_pool:
+            done: Iterator[tuple[list[Any], list[Any]]] = lanes_pool.map(batches)
+        else:
+            done = _one_ahead(batches, run_batch) if cuda else ((b, run_batch(b)) for b in batches)
+        for batch, parts in done:
             infer_stats.frames += len(batch)
-            for frame, pixels in zip(batch, out, strict=True):
-                slot, view = encoder.acquire()
-                view[...] = pixels
-                encoder.submit(slot, times.get(frame.index, frame.pts) if times else frame.pts)
+            frames_iter = iter(batch)
+            for part in parts:
+                pixels = part.array() if hasattr(part, "array") else part
+                for row in pixels:
+                    frame = next(frames_iter)
+                    slot, view = encoder.acquire()
+                    view[...] = row
+                    encoder.submit(slot, times.get(frame.index, frame.pts) if times else frame.pts)
+                if hasattr(part, "release"):
+                    part.release()
             written += len(batch)
             if on_frames:
                 on_frames(len(batch))
@@ -308,8 +188,8 @@ def upscale_segment(
         if stats.frames != written:
             raise PipelineError(f"encoder wrote {stats.frames} frames, expected {written}")
     finally:
-        if pool is not None:
-            pool.close()
+        if lanes_pool is not None:
+            lanes_pool.close()
         producer.stop()
         encoder.close()
     # Busy time of the stage: the lanes' summed working time shared over the lanes.
@@ -318,3 +198,88 @@ def upscale_segment(
     return SegmentResult(
         written, {"decode": decode, "infer": infer_stats, "encode": encode}, damaged, encoder_cpu
     )
+
+
+def _frame_size(frame: Any) -> tuple[int, int]:
+    if getattr(frame, "planes", None) is not None:
+        return tuple(frame.planes.y.shape[:2])  # type: ignore[return-value]
+    return tuple(frame.rgb.shape[:2])  # type: ignore[return-value]
+
+
+def _one_ahead(
+    batches: Iterator[list[Any]], run: Callable[[list[Any]], list[Any]]
+) -> Iterator[tuple[list[Any], list[Any]]]:
+    """``(batch, run(batch))`` in order, the next batch started before the last is handed on:
+    on CUDA its upload and network queue behind the last one's download while the host waits
+    for that download and copies it on."""
+    last: tuple[list[Any], list[Any]] | None = None
+    for batch in batches:
+        started = (batch, run(batch))
+        if last is not None:
+            yield last
+        last = started
+    if last is not None:
+        yield last
+
+
+class _DeviceStep:
+    """One batch's device work: upload (pinned staging on CUDA), colour to float RGB, the
+    network, colour to the encoder's format (or quantised RGB), download. Returns the
+    (N, ...) result as an array (CPU) or a :class:`~vidsr.pipeline.step.Pending` download
+    (CUDA). Everything that allocates on the device happens here, inside the retry."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        dc: DeviceColour | None,
+        out_shape: tuple[int, int, int],
+        out_dtype: np.dtype,
+        pool: Any,
+    ) -> None:
+        self.device, self.dc, self.out_shape, self.out_dtype = device, dc, out_shape, out_dtype
+        self.pool = pool
+        self.peak = float(np.iinfo(out_dtype).max)
+
+    def upload(self, host: np.ndarray) -> torch.Tensor:
+        if host.dtype == np.uint16:  # torch has no uint16 arithmetic: the bits travel as int16
+            host = host.view(np.int16)
+        if self.pool is not None:
+            return self.pool.upload(host, self.device)
+        return torch.from_numpy(host)
+
+    def model_input(self, batch: Sequence[Any]) -> torch.Tensor:
+        from vidsr.media.colour import planes_to_rgb, samples_to_int
+
+        dc = self.dc
+        if dc is not None and dc.source is not None:
+            y, u, v = (self.upload(np.stack([getattr(f.planes, k) for f in batch])) for k in "yuv")
+            return planes_to_rgb(
+                y, u, v, dc.source, matrix=dc.matrix, colour_range=dc.colour_range,
+                cosited=batch[0].planes.cosited,
+            )  # fmt: skip
+        host = np.stack([f.rgb for f in batch])  # (N, H, W, 3)
+        x = samples_to_int(self.upload(host), 16 if host.dtype == np.uint16 else 8)
+        return x.permute(0, 3, 1, 2).to(torch.float32).div_(float(np.iinfo(host.dtype).max))
+
+    def __call__(self, batch: Sequence[Any], net: Any) -> Any:
+        from vidsr.media.colour import rgb_to_planes
+
+        dc = self.dc
+        with torch.inference_mode():
+            y = net(self.model_input(batch), self.out_shape[:2])
+            if dc is not None and dc.output is not None:
+                out = rgb_to_planes(y, dc.output, matrix=dc.out_matrix, colour_range=dc.out_range)
+            else:
+                q = y.mul_(self.peak).round_()
+                q = q.to(torch.uint8) if self.peak <= 255 else q.to(torch.int32).to(torch.int16)
+                out = q.permute(0, 2, 3, 1)  # NHWC: dense, the network's output is channels_last
+            return self.download(out)
+
+    def download(self, out: torch.Tensor) -> Any:
+        """The result to the host: a :class:`~vidsr.pipeline.step.Pending` copy on CUDA."""
+        # uint16 samples travel as int16 bit patterns (torch has no uint16 arithmetic)
+        view = np.dtype(np.uint16) if out.dtype == torch.int16 else None
+        if self.pool is not None:
+            return self.pool.download(out, view=view)
+        host = out.contiguous().numpy()
+        return host.view(view) if view is not None else host

@@ -179,12 +179,13 @@ def plan_video(
     from vidsr.media.encode import encoder_pix_fmts
     from vidsr.media.probe import probe
     from vidsr.media.remux import plan_streams, refusal
-    from vidsr.models.loader import expected_scale
-    from vidsr.pipeline.infer import scaled_size
     from vidsr.run.naming import default_output
 
     info = probe(input_path)
     _refuse_size_changes(info)
+    v = info.video
+    ow, oh = output_size(info, settings)
+    settings = encoder_settings(settings, info, device_type)
     supported = encoder_pix_fmts(settings.codec)  # UsageError for an unknown encoder
     if settings.pix_fmt and supported and settings.pix_fmt not in supported:
         raise UsageError(
@@ -199,9 +200,6 @@ def plan_video(
     problem = refusal(info, out.suffix, settings.codec, drop_unsupported=settings.drop_unsupported)
     if problem:
         raise UsageError(problem)
-    v = info.video
-    native = expected_scale(settings.model)
-    oh, ow = scaled_size(v.height, v.width, settings.scale, native, even=True)
     return VideoPlan(
         input_path,
         out,
@@ -216,6 +214,55 @@ def plan_video(
         device,
         device_type,
     )
+
+
+def output_size(info: Any, settings: Settings) -> tuple[int, int]:
+    """(width, height) of the upscaled video: the model's scale exactly, else ``--scale``
+    rounded down to even sizes."""
+    from vidsr.models.loader import expected_scale
+    from vidsr.pipeline.infer import scaled_size
+
+    v = info.video
+    native = expected_scale(settings.model)
+    oh, ow = scaled_size(v.height, v.width, settings.scale, native, even=True)
+    return ow, oh
+
+
+def encoder_settings(settings: Settings, info: Any, device_type: str) -> Settings:
+    """``settings`` with ``--codec auto`` decided for this file's output (size, bit depth:
+    :func:`~vidsr.media.encode.auto_codec`), and an NVENC codec that cannot encode it here
+    refused (``UsageError``, one line). With Ray the chunks run on other machines: NVENC is
+    not probed here - auto takes the software encoders, and only NVENC's size limits are
+    checked."""
+    from vidsr.media.colour import bit_depth
+    from vidsr.media.encode import NVENC_MAX_SIDE, auto_codec, choose_pix_fmt, nvenc_refusal
+    from vidsr.run.resolve import with_codec
+
+    v = info.video
+    width, height = output_size(info, settings)
+    bits = bit_depth(settings.pix_fmt) if settings.pix_fmt else v.bit_depth
+    remote = settings.backend == "ray"
+    if settings.codec == "auto":
+        codec = auto_codec(
+            device_type or "cpu",
+            width=width,
+            height=height,
+            source_pix_fmt=v.pix_fmt,
+            bit_depth=bits,
+            nvenc=not remote,
+        )
+        settings = with_codec(settings, codec)
+    fmt = settings.pix_fmt or choose_pix_fmt(settings.codec, v.pix_fmt, v.bit_depth)
+
+    def size_only(codec: str, w: int, h: int, _fmt: str) -> str | None:
+        return "too large" if max(w, h) > NVENC_MAX_SIDE.get(codec, 1 << 30) else None
+
+    refusal_text = nvenc_refusal(
+        settings.codec, width, height, fmt, problem=size_only if remote else None
+    )
+    if refusal_text:
+        raise UsageError(refusal_text)
+    return settings
 
 
 def _refuse_size_changes(info: Any) -> None:

@@ -4,10 +4,12 @@
   or ``--devices`` with ``all`` expanded, times ``--workers-per-device``), each device checked
   to exist, or Ray (whose cluster decides the device type when ``--device auto``);
 - :func:`resolve`: the settings with every ``auto`` this run can decide replaced - precision
-  (fp16 on CUDA, fp32 on the CPU), device colour and NVDEC (on with CUDA), ``--codec auto``
-  (NVENC with CUDA where it opens), the scale (the model's own) - for the device type the
-  placement gives. Every later step (plan, fingerprint, chunks, workers) reads the resolved
-  settings, so ``--device``, ``--devices all`` and ``--codec auto`` always agree.
+  (fp16 on CUDA, fp32 on the CPU), device colour and NVDEC (on with CUDA), the codec (``auto``
+  on the CPU: libx264; on CUDA it depends on each file's output size and bit depth, and the
+  plan decides it: :func:`vidsr.media.encode.auto_codec`), the scale (the model's own) - for
+  the device type the placement gives. Every later step (plan, fingerprint, chunks, workers)
+  reads the resolved settings, so ``--device``, ``--devices all`` and ``--codec auto`` always
+  agree.
 
 The device and precision rules themselves are :func:`vidsr.pipeline.infer.resolve_device` and
 :func:`~vidsr.pipeline.infer.resolve_precision`, which worker processes use too.
@@ -97,37 +99,47 @@ def resolve_switch(value: str, device_type: str) -> str:
 def resolve(settings: Settings, device_type: str) -> Settings:
     """``settings`` with every default this run can decide made explicit, for a run on
     ``device_type`` (``cpu`` or ``cuda``): ``precision``, ``device_colour``, ``hw_decode``,
-    ``codec``, ``scale`` (the model's own), ``denoise_strength`` (the blend's default for
-    realesr-general-x4v3), and ``crf`` / ``encoder_preset`` (the codec's defaults), so that
-    spelling a default out is the same job as leaving it out. The model and encoder are
-    checked: ``DeviceError`` for a precision the device cannot run, ``ModelError`` for an
-    unknown model, ``UsageError`` for an unknown encoder."""
+    ``scale`` (the model's own), ``denoise_strength`` (the blend's default for
+    realesr-general-x4v3), and the codec with its ``crf`` / ``encoder_preset`` defaults
+    (:func:`with_codec`), so that spelling a default out is the same job as leaving it out.
+    ``--codec auto`` on CUDA depends on each file's output size and bit depth: it stays
+    ``auto`` here and :func:`vidsr.run.plan.plan_video` decides it per file. The model and
+    encoder are checked: ``DeviceError`` for a precision the device cannot run, ``ModelError``
+    for an unknown model, ``UsageError`` for an unknown encoder."""
     import torch
 
-    from vidsr.media.encode import CODEC_DEFAULTS, encoder_pix_fmts, resolve_codec
     from vidsr.models.loader import DEFAULT_DENOISE_STRENGTH, expected_scale
     from vidsr.models.registry import find_record
     from vidsr.pipeline.infer import precision_name, resolve_precision
 
     precision = precision_name(resolve_precision(settings.precision, torch.device(device_type)))
-    codec = resolve_codec(settings.codec, device_type)
-    encoder_pix_fmts(codec)  # an unknown encoder is a UsageError here, before any work
     scale = settings.scale if settings.scale is not None else float(expected_scale(settings.model))
     record = find_record(settings.model)
     strength = settings.denoise_strength
     if strength is None and record is not None and record.denoise_pair is not None:
         strength = DEFAULT_DENOISE_STRENGTH
+    resolved = settings.replace(
+        precision=precision,
+        device_colour=resolve_switch(settings.device_colour, device_type),
+        hw_decode=resolve_switch(settings.hw_decode, device_type),
+        scale=scale,
+        denoise_strength=strength,
+    )
+    if settings.codec == "auto" and device_type == "cuda":
+        return resolved
+    return with_codec(resolved, "libx264" if settings.codec == "auto" else settings.codec)
+
+
+def with_codec(settings: Settings, codec: str) -> Settings:
+    """``settings`` writing with ``codec`` (checked: ``UsageError`` for an unknown encoder),
+    its ``crf`` and ``encoder_preset`` defaults made explicit where not given."""
+    from vidsr.media.encode import CODEC_DEFAULTS, encoder_pix_fmts
+
+    encoder_pix_fmts(codec)  # an unknown encoder is a UsageError here, before any work
     defaults = CODEC_DEFAULTS.get(codec, {})
     crf = settings.crf
     if crf is None and (defaults.get("crf") or defaults.get("cq")):
         crf = float(defaults.get("crf") or defaults["cq"])
     return settings.replace(
-        precision=precision,
-        device_colour=resolve_switch(settings.device_colour, device_type),
-        hw_decode=resolve_switch(settings.hw_decode, device_type),
-        codec=codec,
-        scale=scale,
-        denoise_strength=strength,
-        crf=crf,
-        encoder_preset=settings.encoder_preset or defaults.get("preset"),
+        codec=codec, crf=crf, encoder_preset=settings.encoder_preset or defaults.get("preset")
     )
