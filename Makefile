@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 #   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test lint format demo clean
+.PHONY: setup test lint format demo clean gpu-check
 
 setup: $(VENV)/.setup-done
 
@@ -24,6 +24,10 @@ $(VENV)/.ray-done: $(VENV)/.setup-done
 
 test: setup $(VENV)/.ray-done
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The GPU check (benchmarks/gpu_check.py): on a machine without CUDA it skips each GPU step.
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py --out $(or $(GPU_CHECK_OUT),gpu_check.json)
 
 lint: setup
 	$(BIN)/ruff check vidsr tests benchmarks samples

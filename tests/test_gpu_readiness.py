@@ -546,3 +546,39 @@ def test_a_local_worker_sees_only_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -
     assert encoder_kwargs(s, torch.device("cpu"))["options"] == {}
     s2 = upscale_settings(device="cpu", codec="hevc_nvenc", encoder_opt=(("gpu", "1"),))
     assert encoder_kwargs(s2, torch.device("cuda", 0))["options"] == {"gpu": "1"}
+
+
+# --- benchmarks/gpu_check.py -----------------------------------------------------------------
+
+
+def test_gpu_check_runs_every_step_at_smoke_size(tmp_path: Path) -> None:
+    """Every step of the GPU check runs (tiny, on the CPU), so its code cannot rot; without
+    --smoke and without CUDA the GPU steps are skipped, each with its reason."""
+    import importlib.util
+    import json
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    assert spec is not None and spec.loader is not None
+    gpu_check = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = gpu_check  # its dataclass looks its module up
+    spec.loader.exec_module(gpu_check)
+    out = tmp_path / "smoke.json"
+    assert gpu_check.main(["--smoke", "--device", "cpu", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    steps = report["steps"]
+    assert list(steps) == ["numerics", "model", "memory", "colour", "nvdec", "nvenc", "bench"]
+    assert not [n for n, r in steps.items() if "failed" in r or "skipped" in r]
+    assert steps["numerics"]["realesr-animevideov3 fp32"]["max_diff_levels"] == 0
+    assert steps["colour"]["same_times"] and steps["colour"]["psnr_db"] > 35
+    assert steps["nvdec"]["equal"] and steps["nvdec"]["frames"] == [8, 8]
+    assert steps["model"]["realesr-animevideov3 64x36 fp32"]["gflop_per_frame"] > 0
+    if not torch.cuda.is_available():
+        plain = tmp_path / "cpu.json"
+        assert gpu_check.main(["--device", "cpu", "--out", str(plain)]) == 0
+        skipped = json.loads(plain.read_text())["steps"]
+        assert {n for n, r in skipped.items() if r.get("skipped") == "no CUDA device"} == {
+            "numerics", "model", "memory", "colour", "nvdec", "bench"
+        }  # fmt: skip
+        assert skipped["nvenc"]["1920x1080 yuv420p"]["auto"] == "libx264"
