@@ -28,7 +28,7 @@ def fake_gpu(h264_side: int, h264_10bit: bool, hevc: bool = True):
     NVENC at all, as on an H100) and 10-bit input or not, and whose HEVC NVENC takes 8192."""
     tried: list[tuple[str, int, int, str]] = []
 
-    def problem(codec: str, w: int, h: int, fmt: str) -> str | None:
+    def problem(codec: str, w: int, h: int, fmt: str, gpu: int | None = None) -> str | None:
         tried.append((codec, w, h, fmt))
         if not h264_side or (codec == "hevc_nvenc" and not hevc):
             return "Operation not permitted"
@@ -582,3 +582,59 @@ def test_gpu_check_runs_every_step_at_smoke_size(tmp_path: Path) -> None:
             "numerics", "model", "memory", "colour", "nvdec", "bench"
         }  # fmt: skip
         assert skipped["nvenc"]["1920x1080 yuv420p"]["auto"] == "libx264"
+
+
+# --- review findings, each pinned by a test -----------------------------------------------------
+
+
+def test_review_findings_on_the_gpu_path() -> None:
+    """An explicit --pix-fmt decides what auto probes; vidsr's own errors are not CUDA's
+    memory; cuDNN's no-workspace error is."""
+    from vidsr.errors import PipelineError
+    from vidsr.pipeline.memory import needs_smaller
+
+    pick = encode.auto_codec
+    assert pick("cuda", width=1920, height=1080, pix_fmt="p010le", problem=ADA) == "hevc_nvenc"
+    # NVENC takes no yuv420p10le: software, not a refusal later
+    assert pick("cuda", width=1920, height=1080, pix_fmt="yuv420p10le", problem=ADA) == "libx265"
+    assert pick("cuda", width=1920, height=1080, pix_fmt="yuv420p", problem=ADA) == "h264_nvenc"
+    assert needs_smaller(RuntimeError("Unable to find a valid cuDNN algorithm to run conv")) == (
+        "memory"
+    )
+    nvenc_limit = PipelineError("OpenEncodeSessionEx failed: out of memory (10)")
+    assert needs_smaller(nvenc_limit) is None
+
+
+def test_an_out_of_memory_retry_still_checks_the_first_batch_for_nan(
+    media_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    from standins import fake_upscaler, oom_when
+
+    from vidsr.pipeline.step import ResilientStep
+
+    base = fake_upscaler(2, oom_when(batch_over=1))
+    low = type(base)(base.net, device=torch.device("cpu"), dtype=torch.bfloat16)
+    real_forward = low.module.forward
+
+    def forward(x):
+        y = real_forward(x)
+        return y * float("nan") if torch.is_autocast_enabled("cpu") else y
+
+    low.module.forward = forward
+    x = torch.rand((2, 3, 8, 8))
+    parts = ResilientStep(low, lambda b, n: n(b), (8, 8))(x)
+    assert low.dtype == torch.float32  # the retried single frames were checked, and fell back
+    assert all(bool(torch.isfinite(p).all()) for p in parts) and len(parts) == 2
+
+
+def test_rings_made_at_once_share_dev_shm(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    from vidsr.pipeline.encoder_process import EncoderProcess
+
+    kwargs = {"path": tmp_path / "o.mkv", "width": 64, "height": 36, "codec": "ffv1",
+              "time_base": Fraction(1, 24)}  # fmt: skip
+    frame = 64 * 36 * 3
+    free = lambda: 10 * frame  # noqa: E731
+    with EncoderProcess(kwargs, shape=(36, 64, 3), slots=8, free_shm=free, shm_sharers=2) as e:
+        assert e.slots == 4  # 80% of 10 frames, halved

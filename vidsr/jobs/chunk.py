@@ -99,6 +99,22 @@ class ChunkResult:
     nvdec: bool = False  # whether NVDEC really decoded it (not asked, or fell back: False)
 
 
+def _local_slots(settings: Settings) -> int:
+    """How many local worker processes run chunks at once (each with its encoder's ring in
+    this machine's /dev/shm)."""
+    if settings.backend != "local" or not settings.devices:
+        return max(1, settings.workers_per_device)
+    n = 0
+    for d in settings.devices:
+        if d.strip().lower() == "all":
+            import torch
+
+            n += torch.cuda.device_count() if torch.cuda.is_available() else 1
+        else:
+            n += 1
+    return max(1, n) * max(1, settings.workers_per_device)
+
+
 def run_chunk(
     task: ChunkTask,
     upscaler: Any,
@@ -155,6 +171,7 @@ def run_chunk(
     out_dtype = np.dtype(np.uint16 if v.bit_depth > 8 else np.uint8)
     seg = upscale_segment(
         frames,
+        shm_sharers=sharers * _local_slots(settings),
         upscaler=upscaler,
         settings=settings.replace(batch_size=bs, lanes=lanes),  # auto: this segment's
         encoder_kwargs=kwargs,

@@ -180,6 +180,7 @@ class FrameDecoder(Iterator[DecodedFrame]):
         self.hwaccel = hwaccel and str(self.path) not in _NVDEC_FELL_BACK
         self.hw_device = hw_device
         self.hw_used = False  # whether NVDEC really decoded (asked, opened, and not fallen back)
+        self._reformatter: Any = None
         self.info = info if info is not None else probe(self.path)
         video = self.info.video
         count = video.frame_count
@@ -395,7 +396,7 @@ class FrameDecoder(Iterator[DecodedFrame]):
                     if hw and not checked:
                         frame, checked = self._check_nvdec(stream, frame), True
                     elif self.hw_used and frame.format.name != video.pix_fmt:
-                        frame = frame.reformat(format=video.pix_fmt)
+                        frame = self._relayout(frame)
                     pts = self._time_of(frame)
                     if pts is None:  # no timestamp at all: assume decode order is the index order
                         pts = self._pts[expect]
@@ -458,9 +459,18 @@ class FrameDecoder(Iterator[DecodedFrame]):
             _NVDEC_FELL_BACK.add(str(self.path))
             log.info("%s: NVDEC fell back to software (%s)", self.path, fmt)
             return frame
-        if frame.format.name != self.info.video.pix_fmt:
-            frame = frame.reformat(format=self.info.video.pix_fmt)
-        return frame
+        return self._relayout(frame)
+
+    def _relayout(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """An NVDEC frame (nv12, p010 ...) in the source's own pixel format (one swscale
+        context for the decoder's life)."""
+        if frame.format.name == self.info.video.pix_fmt:
+            return frame
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._reformatter = VideoReformatter()
+        return self._reformatter.reformat(frame, format=self.info.video.pix_fmt)
 
     def _open(self) -> av.container.InputContainer:
         """The input, decoded with NVDEC when ``hwaccel`` asked for it and it opens here (the

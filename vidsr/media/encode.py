@@ -74,17 +74,24 @@ EncoderProbe = Callable[[str, int, int, str], "str | None"]
 
 @lru_cache(maxsize=64)
 def encoder_problem(
-    codec: str, width: int = 256, height: int = 256, pix_fmt: str = "yuv420p"
+    codec: str,
+    width: int = 256,
+    height: int = 256,
+    pix_fmt: str = "yuv420p",
+    gpu: int | None = None,
 ) -> str | None:
     """Why ``codec`` cannot encode ``width`` x ``height`` ``pix_fmt`` frames here (one line),
     or None when it opens so: the encoder is really opened at that size and format (NVENC
-    refuses sizes and bit depths its GPU lacks only then; it needs an NVIDIA GPU and driver)."""
+    refuses sizes and bit depths its GPU lacks only then; it needs an NVIDIA GPU and driver),
+    an NVENC encoder on CUDA device ``gpu`` (the run's; None: any)."""
     if codec not in av.codecs_available:
         return f"this FFmpeg has no {codec} encoder"
     try:
         ctx = av.CodecContext.create(codec, "w")
         ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
         ctx.time_base = Fraction(1, 25)
+        if gpu is not None and codec in NVENC_MAX_SIDE:
+            ctx.options = {"gpu": str(gpu)}
         ctx.open()
     except Exception as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
@@ -114,23 +121,30 @@ def auto_codec(
     source_pix_fmt: str = "yuv420p",
     bit_depth: int = 8,
     nvenc: bool = True,
+    pix_fmt: str | None = None,
+    gpu: int | None = None,
     problem: EncoderProbe | None = None,
 ) -> str:
     """The ``--codec auto`` rule for an output of ``width`` x ``height`` from a source of
-    ``source_pix_fmt``/``bit_depth``: on CUDA (and with ``nvenc``: where NVENC may be probed
-    here), h264_nvenc for 8-bit output up to 4096 pixels a side, hevc_nvenc above that or for
-    more bits, each only where it opens at that size and pixel format; otherwise libx264, or
-    libx265 for what H.264 NVENC could not take (large or deep). On the CPU: libx264.
+    ``source_pix_fmt``/``bit_depth`` (or in ``pix_fmt`` when the user chose one): on CUDA
+    (and with ``nvenc``: where NVENC may be probed here, on CUDA device ``gpu``), h264_nvenc
+    for 8-bit output up to 4096 pixels a side, hevc_nvenc above that or for more bits, each
+    only where it takes that pixel format and opens at that size with it; otherwise libx264,
+    or libx265 for what H.264 NVENC could not take (large or deep). On the CPU: libx264.
     ``problem`` replaces :func:`encoder_problem` (tests: a fake GPU's capabilities)."""
-    probe = problem or encoder_problem
     if device_type != "cuda":
         return "libx264"
+    if pix_fmt:
+        bit_depth = colour.bit_depth(pix_fmt)
     big = max(width, height) > NVENC_MAX_SIDE["h264_nvenc"]
     deep = bit_depth > 8
     hw = "hevc_nvenc" if big or deep else "h264_nvenc"
-    if nvenc:
-        fmt = choose_pix_fmt(hw, source_pix_fmt, bit_depth)
-        why = probe(hw, width, height, fmt)
+    if nvenc and (not pix_fmt or pix_fmt in encoder_pix_fmts(hw)):
+        fmt = pix_fmt or choose_pix_fmt(hw, source_pix_fmt, bit_depth)
+        if problem is not None:
+            why = problem(hw, width, height, fmt)
+        else:
+            why = encoder_problem(hw, width, height, fmt, gpu)
         if why is None:
             return hw
         log.info("--codec auto: %s does not open for %dx%d %s (%s)", hw, width, height, fmt, why)
@@ -141,14 +155,19 @@ _NVENC_LABEL = {"h264_nvenc": "H.264", "hevc_nvenc": "HEVC", "av1_nvenc": "AV1"}
 
 
 def nvenc_refusal(
-    codec: str, width: int, height: int, pix_fmt: str, problem: EncoderProbe | None = None
+    codec: str,
+    width: int,
+    height: int,
+    pix_fmt: str,
+    problem: EncoderProbe | None = None,
+    gpu: int | None = None,
 ) -> str | None:
     """Why an explicit NVENC ``codec`` cannot encode this output here, with the ways forward
     (one line), or None when it can (or ``codec`` is not NVENC). The size limit is NVIDIA's
     and is checked first; then the encoder is opened at this size and format."""
     if codec not in NVENC_MAX_SIDE:
         return None
-    probe = problem or encoder_problem
+    probe = problem or (lambda c, w, h, f: encoder_problem(c, w, h, f, gpu))
     side = NVENC_MAX_SIDE[codec]
     label = _NVENC_LABEL[codec]
     if max(width, height) > side:

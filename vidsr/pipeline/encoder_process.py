@@ -393,14 +393,17 @@ def shm_free_bytes() -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def _ring_memory(frame_bytes: int, slots: int, free_shm: Any) -> tuple[SharedMemory, int]:
+def _ring_memory(
+    frame_bytes: int, slots: int, free_shm: Any, sharers: int = 1
+) -> tuple[SharedMemory, int]:
     """The ring's shared memory: ``slots`` frames, fewer if ``/dev/shm`` holds fewer (a
     container's default is 64 MiB; writing past a tmpfs's end is a SIGBUS, not an error), and
-    reserved at once (``posix_fallocate``), so a full /dev/shm is found here. Fewer than two
-    frames: an ``OutputError`` saying how to give it more room."""
+    reserved at once (``posix_fallocate``), so a full /dev/shm is found here; ``sharers``
+    rings made at once share the room. Fewer than two frames: an ``OutputError`` saying how to give it more room."""
     free = free_shm()
-    if free is not None:
-        slots = min(slots, int(free * _SHM_SHARE) // max(1, frame_bytes))
+    if free is not None:  # each of the rings made at once takes its share
+        share = int(free * _SHM_SHARE) // max(1, sharers)
+        slots = min(slots, share // max(1, frame_bytes))
     if slots < _MIN_SLOTS:
         raise _shm_too_small(frame_bytes, free)
     while True:
@@ -490,12 +493,13 @@ class EncoderProcess:
         dtype: np.dtype | str = np.uint8,
         slots: int = 8,
         free_shm: Any = None,
+        shm_sharers: int = 1,
     ) -> None:
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
         _sweep_stale_segments()
-        self._shm, slots = _ring_memory(nbytes, slots, free_shm or shm_free_bytes)
+        self._shm, slots = _ring_memory(nbytes, slots, free_shm or shm_free_bytes, shm_sharers)
         self.slots = slots
         self._ring = np.ndarray((slots, *self.shape), dtype=self.dtype, buffer=self._shm.buf)
         self._free: list[int] = list(range(slots))

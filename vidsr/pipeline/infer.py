@@ -3,9 +3,12 @@ the final resize. Tensor contract everywhere: (N, 3, H, W) float in [0, 1]."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +18,7 @@ from vidsr.models.loader import LoadedNetwork, load_network
 from vidsr.options import DEVICE_PATTERN, PRECISIONS
 from vidsr.pipeline.memory import MemoryState
 
+_SWITCHING = threading.Lock()  # one precision switch at a time
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -115,24 +119,43 @@ class Upscaler:
     ) -> None:
         self.net = net
         self.device = device
-        self.dtype = dtype
         self.tile = tile
         self.tile_pad = tile_pad
         self.net_scale = net.scale
         # CPU bf16 runs under autocast with fp32 weights; CUDA casts the weights.
-        self._autocast = device.type == "cpu" and dtype == torch.bfloat16
-        weight_dtype = torch.float32 if self._autocast else dtype
-        self.module = net.module.to(device=device, dtype=weight_dtype)
-        self.module = self.module.to(memory_format=torch.channels_last)
-        self.module.eval()
+        autocast = device.type == "cpu" and dtype == torch.bfloat16
+        weight_dtype = torch.float32 if autocast else dtype
+        module = net.module.to(device=device, dtype=weight_dtype)
+        module = module.to(memory_format=torch.channels_last).eval()
+        # (module, dtype, autocast), swapped as one: a thread mid-forward keeps its own triple
+        self._exec: tuple[Any, torch.dtype, bool] = (module, dtype, autocast)
         self.memory = MemoryState()
 
+    @property
+    def module(self) -> Any:
+        return self._exec[0]
+
+    @module.setter
+    def module(self, module: Any) -> None:  # e.g. the compiled wrapper
+        self._exec = (module, self._exec[1], self._exec[2])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._exec[1]
+
     def use_fp32(self) -> None:
-        """Run in fp32 from now on (after an fp16/bf16 overflow); tiled copies are rebuilt."""
-        self.dtype = torch.float32
-        self._autocast = False
-        self.module = self.module.to(dtype=torch.float32)
-        self.memory.tiled.clear()
+        """Run in fp32 from now on (after an fp16/bf16 overflow): an fp32 copy of the weights
+        (threads mid-forward finish with the old ones; a compiled module is not compiled
+        again), and what was measured at the old precision is measured again."""
+        with _SWITCHING:
+            if self.dtype == torch.float32 and not self._exec[2]:
+                return
+            module = copy.deepcopy(self.net.module).to(dtype=torch.float32)
+            module = module.to(memory_format=torch.channels_last).eval()
+            self.net = dataclasses.replace(self.net, module=module)
+            self._exec = (module, torch.float32, False)
+            self.memory.tiled.clear()
+            self.memory.frame_bytes.clear()
 
     @property
     def precision_name(self) -> str:
@@ -160,12 +183,13 @@ class Upscaler:
         return out
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(dtype=torch.float32 if self._autocast else self.dtype)
+        module, dtype, autocast = self._exec
+        x = x.to(dtype=torch.float32 if autocast else dtype)
         x = x.contiguous(memory_format=torch.channels_last)
-        if self._autocast:
+        if autocast:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                return self.module(x)
-        return self.module(x)
+                return module(x)
+        return module(x)
 
     def _forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """Pad to the network's size multiple (reflect, as Real-ESRGAN does), run, crop."""
@@ -184,9 +208,10 @@ class Upscaler:
         on every side (where the frame has them) and only its own area is kept."""
         n, c, h, w = x.shape
         s, t, p = self.net_scale, self.tile, self.tile_pad
-        out = torch.empty((n, c, h * s, w * s), dtype=torch.float32, device=x.device).contiguous(
-            memory_format=torch.channels_last
-        )  # as a whole frame's: NHWC in memory
+        shape = (n, c, h * s, w * s)  # laid out as a whole frame's result: NHWC in memory
+        out = torch.empty(
+            shape, dtype=torch.float32, device=x.device, memory_format=torch.channels_last
+        )
         for ty in range(math.ceil(h / t)):
             for tx in range(math.ceil(w / t)):
                 y0, x0 = ty * t, tx * t

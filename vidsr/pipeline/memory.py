@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import torch
 
-from vidsr.errors import GpuMemoryError
+from vidsr.errors import GpuMemoryError, VidsrError
 
 #: Largest element count many CUDA kernels (cuDNN convolutions, upsampling) index.
 INT32_ELEMENTS = 2**31 - 1
@@ -46,6 +46,7 @@ _OOM_TEXTS = (
     "STATUS_ALLOC_FAILED",  # cuBLAS, cuDNN
     "cudaErrorMemoryAllocation",
     "CUFFT_ALLOC_FAILED",
+    "Unable to find a valid cuDNN algorithm",  # cuDNN with no room for its workspace
 )
 #: How kernels refuse a tensor past 32-bit indexing (a smaller batch or tile runs).
 _TOO_LARGE_TEXTS = (
@@ -70,7 +71,9 @@ def needs_smaller(exc: BaseException) -> str | None:
             return None
         if isinstance(seen, torch.cuda.OutOfMemoryError | GpuMemoryError):
             return "memory"
-        if isinstance(seen, RuntimeError):
+        # torch's and CUDA's errors by their text; vidsr's own (an encoder's "out of memory"
+        # from NVENC's session limit, say) are not the model's memory
+        if isinstance(seen, RuntimeError) and not isinstance(seen, VidsrError):
             text = str(seen)
             if any(t in text for t in _OOM_TEXTS):
                 return "memory"
@@ -190,11 +193,10 @@ def batch_size(
     if key in state.tile or state.max_batch.get(key) == 1:
         return 1
     if key not in state.frame_bytes:
-        probe = torch.zeros((1, 3, height, width), device=upscaler.device)
         module = upscaler.module
 
         def forward() -> None:
-            upscaler(probe)
+            upscaler(torch.zeros((1, 3, height, width), device=upscaler.device))
 
         try:
             if not hasattr(module, "inner"):

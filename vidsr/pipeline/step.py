@@ -87,11 +87,12 @@ class ResilientStep:
     def _run(self, batch: Sequence[Any], net: Upscaler) -> Any:
         if not self.check:
             return self.step(batch, net)
-        self.check = False  # the first batch only
         try:
-            return self.step(batch, _Checked(net))
+            out = self.step(batch, _Checked(net))
+            self.check = False  # the first batch that ran (an OOM retry is checked too)
+            return out
         except NonFiniteOutput:
-            pass
+            self.check = False
         log.warning(
             "the model gave NaN or Inf at %s on the first batch (an overflow): running in "
             "fp32 from now on",
@@ -156,9 +157,15 @@ class PinnedPool:
     ``event()`` makes the completion marker (a recorded ``torch.cuda.Event`` by default);
     ``pin`` whether buffers are page-locked (tests run it on the CPU)."""
 
-    def __init__(self, event: Callable[[], Any] | None = None, *, pin: bool = True) -> None:
+    def __init__(
+        self,
+        event: Callable[[], Any] | None = None,
+        *,
+        pin: bool = True,
+        device: torch.device | None = None,
+    ) -> None:
         self._free: dict[tuple[tuple[int, ...], torch.dtype], list[tuple[torch.Tensor, Any]]] = {}
-        self._event = event or _cuda_event
+        self._event = event or (lambda: _cuda_event(device))
         self._pin = pin
         self.allocated = 0
 
@@ -223,7 +230,9 @@ class Pending:
             self.pool.give(self.buf, None)
 
 
-def _cuda_event() -> Any:
-    event = torch.cuda.Event()
-    event.record()
+def _cuda_event(device: torch.device | None) -> Any:
+    """An event recorded on ``device``'s current stream (where its copies were queued: not
+    the current device's, which may be another GPU); waiting for it sleeps, not spins."""
+    event = torch.cuda.Event(blocking=True)
+    event.record(torch.cuda.current_stream(device))
     return event

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,7 @@ def upscale_segment(
     device_colour: DeviceColour | None = None,
     on_frames: Callable[[int], None] | None = None,
     times: Mapping[int, int] | None = None,
+    shm_sharers: int = 1,
 ) -> SegmentResult:
     """Run decoded ``frames`` (an iterable of objects with ``.rgb`` (H, W, 3) uint8/uint16
     and ``.pts``) through the model into an encoder process writing ``encoder_kwargs``.
@@ -119,7 +121,8 @@ def upscale_segment(
     device: frames then carry ``.planes`` (when its ``source`` is set) and/or the encoder
     receives YUV planes (when its ``output`` is). ``on_frames(n)`` is called after each batch
     is handed to the encoder. ``times`` maps a frame's index to its output time (default: its
-    own ``pts``).
+    own ``pts``). ``shm_sharers``: how many segments this machine runs at once (their encoder
+    rings share /dev/shm).
     """
     from vidsr.pipeline.step import PinnedPool, ResilientStep
 
@@ -141,9 +144,13 @@ def upscale_segment(
     else:
         slot_shape, slot_dtype = out_shape, out_dtype
     encoder = EncoderProcess(
-        encoder_kwargs, shape=slot_shape, dtype=slot_dtype, slots=max(4, 2 * batch_size)
+        encoder_kwargs,
+        shape=slot_shape,
+        dtype=slot_dtype,
+        slots=max(4, 2 * batch_size),
+        shm_sharers=shm_sharers,
     )
-    pool = PinnedPool() if cuda else None
+    pool = PinnedPool(device=device) if cuda else None
     device_step = _DeviceStep(device, dc, out_shape, out_dtype, pool)
     written = 0
     encoder_cpu = 0.0
@@ -265,7 +272,9 @@ class _DeviceStep:
         from vidsr.media.colour import rgb_to_planes
 
         dc = self.dc
-        with torch.inference_mode():
+        # On the model's GPU whatever this thread's current device is (copies, kernels, events)
+        on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
+        with torch.inference_mode(), on_device:
             y = net(self.model_input(batch), self.out_shape[:2])
             if dc is not None and dc.output is not None:
                 out = rgb_to_planes(y, dc.output, matrix=dc.out_matrix, colour_range=dc.out_range)

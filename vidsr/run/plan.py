@@ -242,6 +242,7 @@ def encoder_settings(settings: Settings, info: Any, device_type: str) -> Setting
     width, height = output_size(info, settings)
     bits = bit_depth(settings.pix_fmt) if settings.pix_fmt else v.bit_depth
     remote = settings.backend == "ray"
+    gpu = _first_gpu(settings)
     if settings.codec == "auto":
         codec = auto_codec(
             device_type or "cpu",
@@ -250,6 +251,8 @@ def encoder_settings(settings: Settings, info: Any, device_type: str) -> Setting
             source_pix_fmt=v.pix_fmt,
             bit_depth=bits,
             nvenc=not remote,
+            pix_fmt=settings.pix_fmt,
+            gpu=gpu,
         )
         settings = with_codec(settings, codec)
     fmt = settings.pix_fmt or choose_pix_fmt(settings.codec, v.pix_fmt, v.bit_depth)
@@ -258,11 +261,21 @@ def encoder_settings(settings: Settings, info: Any, device_type: str) -> Setting
         return "too large" if max(w, h) > NVENC_MAX_SIDE.get(codec, 1 << 30) else None
 
     refusal_text = nvenc_refusal(
-        settings.codec, width, height, fmt, problem=size_only if remote else None
+        settings.codec, width, height, fmt, problem=size_only if remote else None, gpu=gpu
     )
     if refusal_text:
         raise UsageError(refusal_text)
     return settings
+
+
+def _first_gpu(settings: Settings) -> int | None:
+    """The index of the first CUDA device the run names (where NVENC is probed), or None."""
+    for spec in (*settings.devices, settings.device):
+        spec = spec.strip().lower()
+        if spec.startswith("cuda"):
+            index = spec.partition(":")[2]
+            return int(index) if index.isdigit() else 0
+    return None
 
 
 def _refuse_size_changes(info: Any) -> None:
