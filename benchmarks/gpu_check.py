@@ -175,9 +175,10 @@ def model_speed(check: Check) -> dict[str, Any]:
     budget = 0.2 if check.smoke else 3.0
     out: dict[str, Any] = {}
     for model, (w, h), batches in cases:
+        from vidsr.models.loader import load_network
+
+        flop = conv_flops(load_network(model).module, torch.zeros((1, 3, h, w)))  # on the CPU
         up = upscaler(model, check.device, precision)
-        flop = conv_flops(up.net.module.float().cpu(), torch.zeros((1, 3, h, w)))
-        up = upscaler(model, check.device, precision)  # the copy above went to the CPU
         rows = []
         for b in batches:
             x = torch.rand((b, 3, h, w), device=check.device)

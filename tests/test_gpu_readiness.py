@@ -376,7 +376,7 @@ def test_nan_in_the_first_batch_falls_back_to_fp32(
     found non-finite, the run goes on in fp32 with a warning, and the frames equal fp32's."""
     from standins import fake_upscaler
 
-    low_dtype = fake_upscaler(4, None)
+    fp32_net = fake_upscaler(4, None)
     base = fake_upscaler(4, None)
     low = type(base)(base.net, device=torch.device("cpu"), dtype=torch.bfloat16)
     module = low.module
@@ -392,7 +392,7 @@ def test_nan_in_the_first_batch_falls_back_to_fp32(
 
     module.forward = forward
     opts = {"codec": "ffv1", "batch_size": 2, "lanes": 1}
-    want = run_video(media_clips["cfr"], tmp_path / "want.mkv", upscaler=low_dtype, **opts)
+    want = run_video(media_clips["cfr"], tmp_path / "want.mkv", upscaler=fp32_net, **opts)
     with caplog.at_level("WARNING"):
         got = run_video(media_clips["cfr"], tmp_path / "got.mkv", upscaler=low, **opts)
     assert low.dtype == torch.float32 and low.precision_name == "fp32"
@@ -605,9 +605,7 @@ def test_review_findings_on_the_gpu_path() -> None:
     assert needs_smaller(nvenc_limit) is None
 
 
-def test_an_out_of_memory_retry_still_checks_the_first_batch_for_nan(
-    media_clips: dict[str, Path], tmp_path: Path
-) -> None:
+def test_an_out_of_memory_retry_still_checks_the_first_batch_for_nan() -> None:
     from standins import fake_upscaler, oom_when
 
     from vidsr.pipeline.step import ResilientStep

@@ -10,6 +10,7 @@ and renamed on :meth:`VideoEncoder.close` (nothing partial ever has the final na
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -107,12 +108,6 @@ def encoder_available(
     return encoder_problem(codec, width, height, pix_fmt) is None
 
 
-#: What ``--codec auto`` picks: NVENC beside a CUDA model where it opens for the real size
-#: and format - H.264 up to 4096 pixels a side at 8 bits, HEVC above that or for 10 bits -
-#: else the software encoder of the same family.
-AUTO_CODECS = ("h264_nvenc", "libx264")
-
-
 def auto_codec(
     device_type: str,
     *,
@@ -141,14 +136,16 @@ def auto_codec(
     hw = "hevc_nvenc" if big or deep else "h264_nvenc"
     if nvenc and (not pix_fmt or pix_fmt in encoder_pix_fmts(hw)):
         fmt = pix_fmt or choose_pix_fmt(hw, source_pix_fmt, bit_depth)
-        if problem is not None:
-            why = problem(hw, width, height, fmt)
-        else:
-            why = encoder_problem(hw, width, height, fmt, gpu)
+        why = _probe(problem, gpu)(hw, width, height, fmt)
         if why is None:
             return hw
         log.info("--codec auto: %s does not open for %dx%d %s (%s)", hw, width, height, fmt, why)
     return "libx265" if big or deep else "libx264"
+
+
+def _probe(problem: EncoderProbe | None, gpu: int | None) -> EncoderProbe:
+    """``problem``, else :func:`encoder_problem` on CUDA device ``gpu``."""
+    return problem or functools.partial(encoder_problem, gpu=gpu)
 
 
 _NVENC_LABEL = {"h264_nvenc": "H.264", "hevc_nvenc": "HEVC", "av1_nvenc": "AV1"}
@@ -167,7 +164,7 @@ def nvenc_refusal(
     and is checked first; then the encoder is opened at this size and format."""
     if codec not in NVENC_MAX_SIDE:
         return None
-    probe = problem or (lambda c, w, h, f: encoder_problem(c, w, h, f, gpu))
+    probe = _probe(problem, gpu)
     side = NVENC_MAX_SIDE[codec]
     label = _NVENC_LABEL[codec]
     if max(width, height) > side:
