@@ -18,7 +18,13 @@ layout needs packets placed by hand:
 - ``vp9_opus_webm``, ``vp9_alpha_webm``;
 - ``damaged_ffv1``: FFV1 with slice CRCs, one slice's bytes flipped (the decoder only logs it);
 - ``rmvb`` / ``ogm``: RealMedia (RealVideo 2) and Ogg (Theora) files, as old collections hold;
-- ``png16_rgba``: a 16-bit RGBA PNG.
+- ``png16_rgba``: a 16-bit RGBA PNG;
+- DVD/TV sources, each ``(folder, ...) -> Path``: ``interlaced_mpeg2`` (true interlaced, a
+  camera's 59.94 fields woven, tt or bb), ``hard_telecine_mpeg2`` (2:3 pulldown burnt into
+  29.97 interlaced frames, with its 23.976 lossless reference, ``film_reference``),
+  ``soft_telecine_mpeg2`` (23.976 progressive pictures with DGPulldown's repeat_first_field
+  flags, ``soft_pulldown``), ``anamorphic_dvd`` (720x480 with a 16:9 or 4:3 sequence header)
+  and ``letterboxed`` (H.264 with black bars ``cropdetect`` finds exactly).
 
 Video is 64x36 or 64x48, a second or two: every frame differs from the one before (a moving
 pattern), so frame-order mistakes show in pixels.
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import struct
 import subprocess
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -355,3 +362,255 @@ def png16_rgba(out: Path) -> np.ndarray:
         for p in s.encode(None):
             o.mux(p)
     return px
+
+
+# --- DVD / TV sources: interlaced, hard and soft telecine, anamorphic, letterboxed -----------
+
+NTSC = "30000/1001"  # 29.97 frames (59.94 fields) a second
+FILM = "24000/1001"  # 23.976: film on NTSC
+# A bright bar (8 px wide, 5 px a step) over a fine texture: sharp moving vertical edges that
+# comb when two fields from different instants share a frame.
+BAR = (
+    "color=c=gray:size={w}x{h}:rate={rate},format=yuv420p,"
+    r"geq=lum='if(lt(mod(X-N*5\,{w})\,8)\,235\,60+mod(X*7+Y*13\,40))':cb=128:cr=128"
+)
+# Film: every frame different (testsrc2's moving shapes, the luma shifted 23 levels a frame,
+# a bar 3 px a frame over a texture), so a decimator always has one clear duplicate to drop.
+FILM_CONTENT = (
+    "testsrc2=size={w}x{h}:rate={rate},"
+    r"geq=lum='if(lt(mod(X-N*3\,{w})\,6)\,235\,mod(lum(X,Y)+N*23\,200)+16)':cb='cb(X,Y)':cr='cr(X,Y)'"
+)
+
+
+def _ac3(seconds: float) -> list[str]:
+    """A 48 kHz sine for AC-3, ``seconds`` long."""
+    return tone(seconds, 48000)
+
+
+def interlaced_mpeg2(
+    folder: Path,
+    *,
+    frames: int = 24,
+    size: tuple[int, int] = (64, 48),
+    tff: bool = True,
+    name: str = "interlaced.vob",
+) -> Path:
+    """True interlaced video, as a TV camera shoots it: 59.94 progressive pictures of a bar
+    moving 5 px a field over a texture, woven two at a time into ``frames`` 29.97 fps frames
+    (``tinterlace`` ``interleave_top``: the earlier picture's top field, the later one's bottom
+    field; ``interleave_bottom`` for ``tff=False``), coded as interlaced MPEG-2 (field DCT and
+    field motion, ``top_field_first`` per ``tff``, field order tt or bb), with AC-3, in a DVD
+    program stream. Every frame combs: in its even rows the bar stands 5 px left (tff) or right
+    (bff) of where it stands in its odd rows."""
+    w, h = size
+    out = folder / name
+    weave = "interleave_top" if tff else "interleave_bottom"
+    seconds = frames * 1001 / 30000
+    ffmpeg("-f", "lavfi", "-i", BAR.format(w=w, h=h, rate="60000/1001") + f",tinterlace=mode={weave}",
+           *_ac3(seconds), "-frames:v", frames, "-c:v", "mpeg2video", "-flags", "+ilme+ildct",
+           "-field_order", "tt" if tff else "bb", "-pix_fmt", "yuv420p", "-b:v", "2M",
+           "-g", "12", "-bf", "2", "-c:a", "ac3", "-b:a", "96k", "-f", "dvd", out)  # fmt: skip
+    return out
+
+
+def film_reference(
+    folder: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48), name: str = "film.mkv"
+) -> Path:
+    """``frames`` frames of 23.976 fps progressive film content (every frame different), kept
+    exactly: FFV1 in Matroska, yuv420p."""
+    w, h = size
+    out = folder / name
+    ffmpeg("-f", "lavfi", "-i", FILM_CONTENT.format(w=w, h=h, rate=FILM), "-frames:v", frames,
+           "-c:v", "ffv1", "-pix_fmt", "yuv420p", out)  # fmt: skip
+    return out
+
+
+def hard_telecine_mpeg2(
+    folder: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48)
+) -> tuple[Path, Path]:
+    """Film hard-telecined onto NTSC as a DVD of a TV show holds it: the 23.976 fps reference
+    (``film_reference``, every frame different) through a 2:3 pulldown (``telecine``
+    ``pattern=23``, top field first) to 29.97 fps - four film frames become five video frames,
+    two of the five combed (their fields from different film frames) - coded as interlaced MPEG-2
+    at high quality (``-q:v 2``) with AC-3 in a DVD program stream. ``frames`` a multiple of 4
+    gives ``frames * 5 // 4`` video frames. Returns (the telecined VOB, the reference)."""
+    ref = film_reference(folder, frames=frames, size=size, name="film_reference.mkv")
+    out = folder / "hard_telecine.vob"
+    ffmpeg("-i", ref, *_ac3(frames * 1001 / 24000), "-vf", "telecine=first_field=top:pattern=23",
+           "-c:v", "mpeg2video", "-flags", "+ilme+ildct", "-field_order", "tt",
+           "-pix_fmt", "yuv420p", "-q:v", "2", "-g", "15", "-bf", "2",
+           "-c:a", "ac3", "-b:a", "96k", "-f", "dvd", out)  # fmt: skip
+    return out, ref
+
+
+#: The 2:3 pulldown over four film frames in display order, (top_field_first,
+#: repeat_first_field): A shows T B T, B shows B T, C shows B T B, D shows T B - 10 fields.
+PULLDOWN_23 = ((1, 1), (0, 0), (0, 1), (1, 0))
+
+
+def _start_codes(data: bytes | bytearray) -> Iterator[int]:
+    """Offsets of every ``00 00 01`` start code in an MPEG-2 elementary stream."""
+    at = data.find(b"\0\0\1")
+    while at >= 0:
+        yield at
+        at = data.find(b"\0\0\1", at + 3)
+
+
+def soft_pulldown(es: bytes) -> bytes:
+    """DGPulldown's patch of a progressive 23.976 fps MPEG-2 elementary stream: the sequence
+    header's frame_rate_code to 4 (30000/1001), the sequence extension's progressive_sequence
+    cleared, and each picture coding extension's top_field_first / repeat_first_field set in the
+    2:3 pattern (``PULLDOWN_23``) over display order, progressive_frame left 1. Pictures are in
+    decode order (B-frames come after the frame they precede): a picture's display index is its
+    GOP's first index plus its temporal_reference (the picture header's first 10 bits), the
+    GOP's first index the count of pictures before its group header."""
+    data = bytearray(es)
+    gop_start = shown = 0  # display index of the GOP's first picture; pictures seen
+    display = 0
+    for at in _start_codes(data):
+        code = data[at + 3]
+        if code == 0xB3:  # sequence header: width 12, height 12, aspect 4, frame_rate_code 4
+            data[at + 7] = (data[at + 7] & 0xF0) | 4
+        elif code == 0xB8:  # group of pictures: temporal references start again
+            gop_start = shown
+        elif code == 0x00:  # picture header: temporal_reference 10 bits
+            display = gop_start + ((data[at + 4] << 2) | (data[at + 5] >> 6))
+            shown += 1
+        elif code == 0xB5 and data[at + 4] >> 4 == 1:  # sequence extension
+            data[at + 5] &= ~0x08  # bit 12: progressive_sequence (id 4, profile_and_level 8)
+        elif code == 0xB5 and data[at + 4] >> 4 == 8:  # picture coding extension
+            tff, rff = PULLDOWN_23[display % 4]
+            flags = data[at + 7] & ~0x82  # bit 24 top_field_first, bit 30 repeat_first_field
+            data[at + 7] = flags | (tff << 7) | (rff << 1)
+            assert data[at + 8] & 0x80, "progressive_frame (bit 32) stays 1"
+    return bytes(data)
+
+
+def _pictures(es: bytes) -> list[tuple[int, int]]:
+    """(display index, fields shown) of each picture of an MPEG-2 elementary stream, in
+    decode order (display index as in ``soft_pulldown``; 3 fields where repeat_first_field)."""
+    out: list[tuple[int, int]] = []
+    gop_start = 0
+    for at in _start_codes(es):
+        code = es[at + 3]
+        if code == 0xB8:
+            gop_start = len(out)
+        elif code == 0x00:
+            out.append((gop_start + ((es[at + 4] << 2) | (es[at + 5] >> 6)), 2))
+        elif code == 0xB5 and es[at + 4] >> 4 == 8 and out:
+            out[-1] = (out[-1][0], 2 + ((es[at + 7] >> 1) & 1))
+    return out
+
+
+def _mux_pulldown(es: Path, ac3: Path, out: Path) -> None:
+    """Mux a soft-telecined elementary stream and AC-3 into a DVD program stream, each picture
+    timed as DVD authoring tools time it: from the fields shown before it (1501.5 ticks of
+    90 kHz a field, rounded down), the decode time one picture's slot behind display order.
+    (ffmpeg's own stream copy from a raw stream guesses the first picture's time - or with
+    ``+genpts`` the last one's - a field off.)"""
+    order = _pictures(es.read_bytes())
+    starts = [0] * (len(order) + 1)  # display index -> its first field's time
+    fields = dict(order)
+    for k in range(len(order)):
+        starts[k + 1] = starts[k] + fields[k]
+    field_ticks = Fraction(3003, 2)
+    tb = Fraction(1, 90000)
+
+    def at(k: int) -> int:
+        return 3003 + int(starts[k] * field_ticks)
+
+    with av.open(str(es), format="mpegvideo") as v, av.open(str(ac3)) as a, \
+            av.open(str(out), "w", format="dvd") as o:  # fmt: skip
+        vin, ain = v.streams.video[0], a.streams.audio[0]
+        vout, aout = o.add_stream_from_template(vin), o.add_stream_from_template(ain)
+        vout.time_base = aout.time_base = tb
+        video = [p for p in v.demux(vin) if p.size]
+        assert len(video) == len(order), (len(video), len(order))
+        for j, (p, (k, _)) in enumerate(zip(video, order, strict=True)):
+            p.stream, p.time_base, p.pts, p.dts = vout, tb, at(k), at(j - 1) if j else 0
+        audio = [p for p in a.demux(ain) if p.size]
+        for p in audio:
+            p.stream, p.pts = aout, 3003 + int(p.pts * p.time_base / tb)
+            p.dts, p.time_base = p.pts, tb
+        for p in sorted(video + audio, key=lambda p: p.dts):
+            o.mux(p)
+
+
+def soft_telecine_mpeg2(
+    folder: Path, *, frames: int = 24, size: tuple[int, int] = (64, 48)
+) -> Path:
+    """Soft telecine, the way DGPulldown made DVD film titles: the 23.976 fps film content
+    coded as progressive MPEG-2 (an elementary stream, B-frames, closed GOPs of 12), patched by
+    ``soft_pulldown`` (display order from each picture's temporal_reference) to a 29.97 fps
+    interlaced sequence whose pictures carry the 2:3 flags (half repeat their first field), then
+    muxed unchanged with AC-3 into a DVD program stream, each picture timed by the fields before
+    it (``_mux_pulldown``: pts steps 4504/4505 after a repeating picture, 3003 after the others).
+    The file holds ``frames`` pictures; a player shows ``frames * 5 // 4`` video frames."""
+    w, h = size
+    es, patched = folder / "soft_film.m2v", folder / "soft_pulldown.m2v"
+    ac3, out = folder / "soft_telecine.ac3", folder / "soft_telecine.vob"
+    ffmpeg("-f", "lavfi", "-i", FILM_CONTENT.format(w=w, h=h, rate=FILM), "-frames:v", frames,
+           "-c:v", "mpeg2video", "-pix_fmt", "yuv420p", "-q:v", "2", "-g", "12", "-bf", "2",
+           "-flags", "+cgop", "-sc_threshold", "1000000000", "-f", "mpeg2video", es)  # fmt: skip
+    patched.write_bytes(soft_pulldown(es.read_bytes()))
+    ffmpeg(*_ac3(frames * 1001 / 24000), "-c:a", "ac3", "-b:a", "96k", ac3)
+    _mux_pulldown(patched, ac3, out)
+    for work in (es, patched, ac3):
+        work.unlink()
+    return out
+
+
+def anamorphic_dvd(
+    folder: Path,
+    *,
+    frames: int = 12,
+    size: tuple[int, int] = (720, 480),
+    dar: tuple[int, int] = (16, 9),
+    interlaced: bool = False,
+    name: str = "anamorphic.vob",
+) -> Path:
+    """A full-size NTSC DVD picture: 720x480 MPEG-2 whose sequence header says display aspect
+    ``dar`` (``-aspect``; 16:9 on 720x480 is SAR 32:27, 4:3 is SAR 8:9), 29.97 fps, progressive
+    or (``interlaced``) field-coded top field first, with AC-3, in a DVD program stream."""
+    w, h = size
+    out = folder / name
+    coding = ["-flags", "+ilme+ildct", "-field_order", "tt"] if interlaced else []
+    ffmpeg(*moving(w, h, NTSC, frames * 1001 / 30000 + 0.1), *_ac3(frames * 1001 / 30000),
+           "-frames:v", frames, "-vf", "setfield=tff" if interlaced else "setfield=prog",
+           "-c:v", "mpeg2video", "-pix_fmt", "yuv420p", "-aspect", f"{dar[0]}:{dar[1]}",
+           "-b:v", "6M", "-g", "12", "-bf", "2", *coding,
+           "-c:a", "ac3", "-b:a", "192k", "-f", "dvd", out)  # fmt: skip
+    return out
+
+
+#: Texture that never goes dark: luma 70..230 (a moving diagonal grating plus a gradient),
+#: chroma varying, so every row and column of the content is far above cropdetect's limit.
+BRIGHT = (
+    "color=c=gray:size={w}x{h}:rate=24,format=yuv420p,"
+    r"geq=lum='70+mod(X*9+Y*5+N*11\,120)+X*40/W':cb='128+40*sin(X/5+N/3)':cr='128+40*cos(Y/4)'"
+)
+
+
+def letterboxed(
+    folder: Path,
+    *,
+    frames: int = 24,
+    size: tuple[int, int] = (64, 48),
+    bars: tuple[int, int] = (8, 0),
+    name: str = "letterboxed.mkv",
+) -> Path:
+    """A letterboxed broadcast capture: moving textured content (luma 70..230, never dark at
+    its edges) with true black bars (Y=16, limited range) ``bars[0]`` px top and bottom and
+    ``bars[1]`` px left and right, in a ``size`` frame, as H.264 (yuv420p, 24 fps) in Matroska.
+    ``cropdetect=round=2`` finds the content box exactly: ``w - 2*bars[1]`` x ``h - 2*bars[0]``
+    at (``bars[1]``, ``bars[0]``) - ``crop=64:32:0:8`` by default, which plain ``cropdetect``
+    (rounding to 16) finds too. Keep bars even (4:2:0); bars on the 8 px block grid decode as
+    exactly Y=16 (``-crf 4``), others ring by a few levels next to the picture."""
+    w, h = size
+    top, side = bars
+    out = folder / name
+    content = BRIGHT.format(w=w - 2 * side, h=h - 2 * top)
+    ffmpeg("-f", "lavfi", "-i", f"{content},pad={w}:{h}:{side}:{top}:black", "-frames:v", frames,
+           "-c:v", "libx264", "-preset", "veryfast", "-crf", "4", "-pix_fmt", "yuv420p",
+           "-x264-params", "log-level=error", out)  # fmt: skip
+    return out

@@ -19,7 +19,7 @@ from vidsr.media.probe import probe
 from vidsr.run import presets
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = ("anime", "anime-fast", "anime-hq", "live-action", "archive")
+BUNDLED = ("anime", "anime-fast", "anime-hq", "live-action", "archive", "dvd")
 
 
 @pytest.fixture

@@ -54,6 +54,7 @@ from vidsr.run.events import (
     no_sink,
 )
 from vidsr.run.plan import WORK_SUFFIX
+from vidsr.run.resolve import label_scale
 from vidsr.settings import Settings
 
 #: Exit codes (vidsr.errors): any file failed; stopped by --max-hours with nothing failed.
@@ -639,7 +640,8 @@ class _Batch:
             rep = self.result.files[n]
             try:
                 codec = self._codec_of(item)
-                rel_out = output_name(s.name, item, model=s.model, scale=s.scale, codec=codec)
+                scale = label_scale(s)
+                rel_out = output_name(s.name, item, model=s.model, scale=scale, codec=codec)
             except VidsrError as exc:
                 _fail(rep, exc)
                 continue
@@ -800,8 +802,15 @@ class _Batch:
     def _existing(self, item: BatchInput, output: Path, rep: FileReport) -> None:
         """An output already there: skipped when complete, refused otherwise (untouched)."""
         from vidsr.media.probe import probe
+        from vidsr.run.plan import plan_video
 
-        source_frames = probe(item.source).video.frame_count
+        s = self.resolved
+        if s.ivtc or s.deinterlace_rate == "field" or (s.start, s.end, s.duration) != (None,) * 3:
+            # the options change the frame count: what a complete output holds is the plan's
+            plan = plan_video(item.source, s, output=output, **self._where(False))
+            source_frames = plan.frames
+        else:
+            source_frames = probe(item.source).video.frame_count
         rep.source_frames = source_frames
         frames = verify_output(output)
         rep.frames, rep.size = frames, output.stat().st_size

@@ -44,7 +44,11 @@ def probe_report(path: Path, container: str = ".mkv", codec: str = "libx264") ->
     cannot = ([f"new video: {problem}"] if problem else []) + [
         f"{describe_stream(p.stream)}: {p.note}" for p in plans if p.action == "refuse"
     ]
-    warnings = warnings_for(info, suffix, codec, None, plans)
+    from vidsr.run.source import source_report
+
+    sources = source_report(info)
+    warnings = [*sources.pop("warnings"), *warnings_for(info, suffix, codec, None, plans)]
+    warnings = [render(w) for w in warnings]
     if info.video.size_changes:
         warnings.append(_size_change(info))
     return {
@@ -54,6 +58,7 @@ def probe_report(path: Path, container: str = ".mkv", codec: str = "libx264") ->
         "duration": _f(info.duration),
         "start_time": _f(info.start_time),
         "video": _video_row(info.video),
+        "sources": sources,
         "streams": streams,
         "chapters": [
             {"start": _f(c.start, 3), "end": _f(c.end, 3), "title": c.title} for c in info.chapters
@@ -224,6 +229,14 @@ def format_probe(r: dict[str, Any]) -> str:
     if v["duplicate_times"] or v["steps_back"]:
         times += f"; {v['duplicate_times']} duplicate(s), {v['steps_back']} step(s) back"
     lines.append(f"timing:   {times}; {fields}")
+    src = r["sources"]
+    lines.append(f"fields:   {src['idet']}")
+    lines += [
+        f"  --deinterlace auto: {src['deinterlace_auto']}",
+        f"  --ivtc: {src['ivtc']}",
+        f"  --crop auto: {src['crop_auto']}",
+        f"  --square-pixels: {src['square_pixels']}",
+    ]
     if r["streams"]:
         lines.append("streams:")
         for s in r["streams"]:

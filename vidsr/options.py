@@ -43,6 +43,7 @@ SWITCH = ("auto", "on", "off")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 BACKENDS = ("local", "ray")
 ORDERS = ("name", "size", "mtime")
+DEINTERLACE = ("off", "auto", "bwdif", "yadif")
 #: ``vidsr batch --name``: the default template and its fields.
 DEFAULT_NAME_TEMPLATE = "{stem}.{model}.x{scale}.mkv"
 NAME_FIELDS = ("stem", "name", "ext", "model", "scale", "codec")
@@ -227,6 +228,16 @@ def _region_value(value: Any) -> tuple[int, int, int, int]:
     raise _Bad("WxH+X+Y (e.g. 320x180+100+50)")
 
 
+def _crop_value(value: Any) -> str | tuple[int, int, int, int]:
+    """``"auto"``, ``"WxH+X+Y"`` or ``(x, y, w, h)``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _region_value(value)
+    except _Bad:
+        raise _Bad("auto or WxH+X+Y (e.g. 704x384+8+48)") from None
+
+
 INT = Kind("int", "int", "INTEGER", _int_text, _int_value)
 FLOAT = Kind("float", "float", "NUMBER", _float_text, _float_value)
 STR = Kind("str", "str", "TEXT", str, _str_value)
@@ -240,6 +251,7 @@ PATHS = Kind("paths", "tuple[Path, ...]", "PATH", Path, _paths_value, multiple=T
 SIZE = Kind("size", "tuple[int, int]", "WxH", _size_value, _size_value)
 TIME = Kind("time", "Fraction", "TIME", _time_value, _time_value)
 REGION = Kind("region", "tuple[int, int, int, int]", "WxH+X+Y", _region_value, _region_value)
+CROP = Kind("crop", "str | tuple[int, int, int, int]", "auto|WxH+X+Y", _crop_value, _crop_value)
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -315,6 +327,28 @@ def _bench_size(v: tuple[int, int]) -> str | None:
 
 def _region(v: tuple[int, int, int, int]) -> str | None:
     return None if v[2] >= 1 and v[3] >= 1 else "needs a width and height of at least 1"
+
+
+def _out_side(v: int) -> str | None:
+    if not 16 <= v <= 16384 or v % 2:
+        return "must be even (4:2:0 video), 16 to 16384 pixels"
+    return None
+
+
+def _out_size(v: tuple[int, int]) -> str | None:
+    w, h = v
+    if not (16 <= w <= 16384 and 16 <= h <= 16384) or w % 2 or h % 2:
+        return "must have an even width and height (4:2:0 video), 16 to 16384 pixels"
+    return None
+
+
+def _crop(v: Any) -> str | None:
+    if v == "auto":
+        return None
+    x, y, w, h = v
+    if w < 16 or h < 16 or w % 2 or h % 2 or x % 2 or y % 2:
+        return "needs an even width, height and offsets (4:2:0 chroma), at least 16x16"
+    return None
 
 
 def _png(v: Path) -> str | None:
@@ -526,6 +560,106 @@ OPTIONS: tuple[Option, ...] = (
         "default until a GPU benchmark shows it helps.",
         _UP,
         choices=SWITCH,
+    ),
+    # --- DVD and TV sources: field repair, time range, crop, output size
+    _opt(
+        "deinterlace",
+        STR,
+        "off",
+        "Deinterlace before the model: bwdif, yadif, or auto (bwdif where idet finds the "
+        "file interlaced).",
+        _UP,
+        choices=DEINTERLACE,
+        fingerprint=True,
+    ),
+    _opt(
+        "deinterlace_rate",
+        STR,
+        "frame",
+        "frame = one frame per frame; field = one per field (double rate, smoother motion).",
+        _UP,
+        choices=("frame", "field"),
+        fingerprint=True,
+    ),
+    _opt(
+        "ivtc",
+        FLAG,
+        False,
+        "Inverse telecine where the file is telecined (hard: field matching and decimation; "
+        "soft: the coded film frames), 29.97 -> 23.976 progressive.",
+        _UP,
+        fingerprint=True,
+    ),
+    _opt(
+        "start",
+        TIME,
+        None,
+        "Process from here: the first frame at or after it (SECONDS or HH:MM:SS.mmm, from the "
+        "file's start, as ffmpeg -ss).",
+        _UP,
+        fingerprint=True,
+    ),
+    _opt(
+        "end",
+        TIME,
+        None,
+        "Process up to here: frames before it (as ffmpeg -to).",
+        _UP,
+        fingerprint=True,
+    ),
+    _opt(
+        "duration",
+        TIME,
+        None,
+        "Process this long from --start (as ffmpeg -t).",
+        _UP,
+        check=lambda v: None if v > 0 else "must be positive",
+        fingerprint=True,
+    ),
+    _opt(
+        "crop",
+        CROP,
+        None,
+        "Crop before the model: WxH+X+Y in source pixels, or auto (black borders found over "
+        "a sample of frames).",
+        _UP,
+        check=_crop,
+        fingerprint=True,
+    ),
+    _opt(
+        "size",
+        SIZE,
+        None,
+        "Output size WxH (the display aspect is kept through the sample aspect ratio).",
+        _UP,
+        check=_out_size,
+        fingerprint=True,
+    ),
+    _opt(
+        "width",
+        INT,
+        None,
+        "Output width; the height follows the display aspect. Square pixels.",
+        _UP,
+        check=_out_side,
+        fingerprint=True,
+    ),
+    _opt(
+        "height",
+        INT,
+        None,
+        "Output height; the width follows the display aspect. Square pixels.",
+        _UP,
+        check=_out_side,
+        fingerprint=True,
+    ),
+    _opt(
+        "square_pixels",
+        FLAG,
+        False,
+        "Resample an anamorphic source to square pixels at its display aspect.",
+        _UP,
+        fingerprint=True,
     ),
     # --- the output file and its encoding
     _opt(
@@ -867,10 +1001,33 @@ def check_together(command: str, values: Mapping[str, Any]) -> None:
     """Checks that involve more than one option (``UsageError``)."""
     if values.get("chunk_frames") is not None and values.get("chunk_seconds") is not None:
         raise UsageError(f"give {opt('chunk_frames')} or {opt('chunk_seconds')}, not both")
+    if command in ("upscale", "batch"):
+        _check_size_options(values)
+        _check_range(values)
     for option in options_for(command):
         if command in option.required and values.get(option.name) is None:
             what = _REQUIRED.get((command, option.name), "")
             raise UsageError(f"{command} needs {opt(option.name)}" + (f" ({what})" if what else ""))
+
+
+def _check_size_options(values: Mapping[str, Any]) -> None:
+    """One way to say the output size: --size, or --width or --height, or --scale
+    (``--square-pixels`` goes with any: ``--size`` gives both sides itself)."""
+    given = [n for n in ("size", "width", "height", "scale") if values.get(n) is not None]
+    if len(given) > 1:
+        names = " and ".join(opt(n) for n in given)
+        raise UsageError(
+            f"{names} both set the output size: give one ({opt('size')} WxH for both sides, "
+            f"{opt('width')} or {opt('height')} for one side at the display aspect)"
+        )
+
+
+def _check_range(values: Mapping[str, Any]) -> None:
+    start, end, duration = values.get("start"), values.get("end"), values.get("duration")
+    if end is not None and duration is not None:
+        raise UsageError(f"give {opt('end')} or {opt('duration')}, not both")
+    if end is not None and end <= (start or 0):
+        raise UsageError(f"{opt('end')} must be after {opt('start')} ({float(start or 0):g} s)")
 
 
 #: What a required option is for, in its refusal.

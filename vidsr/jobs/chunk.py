@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ class ChunkTask:
     """Everything a worker needs for one chunk (picklable). ``settings``: the run's resolved
     settings (no ``auto`` left that the driver could decide); ``out_pts``: the output time of
     each of the chunk's frames (strictly increasing; the source's, or moved forward where the
-    source's do not increase)."""
+    source's do not increase). ``chunk`` counts output frames; ``span`` says which source
+    frames make them (:func:`~vidsr.media.repair.chunk_span`; None: the same frames) and
+    ``filters`` what runs on them first (field repair, crop); ``sar`` and ``rate`` are the
+    output's sample aspect ratio and frame rate (None: the source's)."""
 
     source: Path
     segment: Path
@@ -33,6 +37,37 @@ class ChunkTask:
     out_height: int
     settings: Settings
     out_pts: tuple[int, ...] = ()
+    span: Any = None  # media.repair.SourceSpan
+    filters: Any = None  # media.repair.FrameFilters
+    sar: Fraction | None = None
+    rate: Fraction | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the frames the model sees."""
+        crop = self.filters.crop if self.filters is not None else None
+        if crop is not None:
+            return crop[3], crop[2]
+        return self.info.video.height, self.info.video.width
+
+
+def open_frames(task: ChunkTask, *, planes: bool, hwaccel: bool, hw_device: int) -> Any:
+    """The chunk's frames, decoded (and filtered where the task says) in order, and the
+    output time of each by its ``index``."""
+    from vidsr.media.decode import decode_frames
+    from vidsr.media.repair import FilteredFrames
+
+    span, c = task.span, task.chunk
+    common = {"info": task.info, "ignore_errors": task.settings.ignore_errors, "planes": planes}
+    hw = {"hwaccel": hwaccel, "hw_device": hw_device}
+    if task.filters is not None and task.filters.active:
+        frames = FilteredFrames(
+            task.source, span, task.filters, c.start, task.out_pts, **common, **hw
+        )
+        return frames, dict(zip(range(c.start, c.end), task.out_pts, strict=False))
+    start, end = (span.start, span.end) if span is not None else (c.start, c.end)
+    frames = decode_frames(task.source, start, end, **common, **hw)
+    return frames, dict(zip(range(start, end), task.out_pts, strict=False))
 
 
 def encoder_kwargs(settings: Settings, device: Any = None) -> dict[str, Any]:
@@ -125,7 +160,6 @@ def run_chunk(
     """Upscale one chunk into ``task.segment`` (atomically). ``upscaler``: an ``Upscaler``;
     ``sharers``: how many chunks this process runs on its device at once (the automatic
     batch size leaves them their share of its memory)."""
-    from vidsr.media.decode import decode_frames
     from vidsr.pipeline.lanes import auto_lanes
     from vidsr.pipeline.memory import batch_size
     from vidsr.pipeline.video import plan_device_colour, upscale_segment, use_hw_decode
@@ -141,23 +175,22 @@ def run_chunk(
         "height": task.out_height,
         **encoder_kwargs(settings, device),
     }
+    if task.sar is not None:
+        kwargs["sar"] = task.sar
+    if task.rate:
+        kwargs["rate"] = task.rate
     colour = plan_device_colour(task.info, kwargs, device, settings.device_colour)
-    frames = decode_frames(
-        task.source,
-        task.chunk.start,
-        task.chunk.end,
-        info=task.info,
-        ignore_errors=settings.ignore_errors,
+    frames, times = open_frames(
+        task,
         planes=colour is not None and colour.source is not None,
         hwaccel=use_hw_decode(settings.hw_decode, device),
         hw_device=device.index or 0,
     )
     # Slots on one GPU (--workers-per-device) each size their batches from the same memory.
     share = sharers * (settings.workers_per_device if device.type == "cuda" else 1)
-    bs = settings.batch_size or batch_size(upscaler, v.height, v.width, sharers=share)
-    lanes = settings.lanes or auto_lanes(
-        upscaler.device, v.height, v.width, scale=upscaler.net_scale
-    )
+    in_h, in_w = task.input_size
+    bs = settings.batch_size or batch_size(upscaler, in_h, in_w, sharers=share)
+    lanes = settings.lanes or auto_lanes(upscaler.device, in_h, in_w, scale=upscaler.net_scale)
     started = False
 
     def frames_done(n: int) -> None:
@@ -179,7 +212,7 @@ def run_chunk(
         out_dtype=out_dtype,
         device_colour=colour,
         on_frames=frames_done,
-        times=dict(zip(range(task.chunk.start, task.chunk.end), task.out_pts, strict=False)),
+        times=times,
     )
     if not settings.ignore_errors and seg.frames != task.chunk.frames:
         raise PipelineError(

@@ -43,12 +43,29 @@ def plan_chunks(
     *,
     chunk_frames: int | None = None,
     chunk_seconds: float | None = None,
+    unit: int = 1,
 ) -> list[Chunk]:
     """Cut ``len(frame_pts)`` frames into chunks of ``chunk_frames`` frames, or of
-    ``chunk_seconds`` of presentation time (default ``DEFAULT_CHUNK_SECONDS``).
+    ``chunk_seconds`` of presentation time (default ``DEFAULT_CHUNK_SECONDS``), every chunk
+    but the last a whole number of ``unit`` frames (field repair's units: a telecine cycle's
+    four frames, a frame's two fields).
 
     ``frame_pts`` are the frames' pts in presentation order (the probe's packet index). The
     values were checked by the option table; a value no option allows is a ``ValueError``."""
+    starts = _starts(frame_pts, time_base, chunk_frames, chunk_seconds)
+    if unit > 1:
+        starts = sorted({s - s % unit for s in starts})
+    n = len(frame_pts)
+    ends = [*starts[1:], n]
+    return [Chunk(i, s, e) for i, (s, e) in enumerate(zip(starts, ends, strict=True))]
+
+
+def _starts(
+    frame_pts: Sequence[int],
+    time_base: Fraction,
+    chunk_frames: int | None,
+    chunk_seconds: float | None,
+) -> list[int]:
     n = len(frame_pts)
     if n == 0:
         return []
@@ -72,5 +89,4 @@ def plan_chunks(
             if i > starts[-1]:
                 starts.append(i)
             k = max(k + 1, int((frame_pts[i] - frame_pts[0]) / step) + 1)
-    ends = [*starts[1:], n]
-    return [Chunk(i, s, e) for i, (s, e) in enumerate(zip(starts, ends, strict=True))]
+    return starts

@@ -112,6 +112,7 @@ class DecodedFrame:
     time: Fraction
     rgb: np.ndarray | None
     planes: YUVPlanes | None = None
+    frame: Any = None  # the decoded av.VideoFrame itself, unconverted (``convert=False``)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ class FrameDecoder(Iterator[DecodedFrame]):
     :func:`~vidsr.media.probe.probe`) saves probing again. ``threads`` enables FFmpeg's frame and
     slice threading (``thread_type="AUTO"``). A frame that cannot be decoded raises
     ``InputError`` naming it; with ``ignore_errors`` it is skipped and recorded in the returned
-    iterator's ``errors`` list. A bad range raises ``UsageError``. ``planes`` yields the YUV
+    iterator's ``errors`` list. A bad range raises ``UsageError``. ``convert=False`` hands
+    out the decoded ``av.VideoFrame`` itself (``frame``) for filters. ``planes`` yields the YUV
     planes unconverted (planar YUV sources only, see
     :func:`~vidsr.media.colour.planar_layout`) instead of RGB. ``hwaccel`` decodes with NVDEC
     on GPU ``hw_device`` where it opens, with one decoder thread (falling back to software
@@ -171,6 +173,7 @@ class FrameDecoder(Iterator[DecodedFrame]):
         planes: bool = False,
         hwaccel: bool = False,
         hw_device: int = 0,
+        convert: bool = True,
         _verifying: bool = False,
     ) -> None:
         self.path = Path(path)
@@ -198,6 +201,7 @@ class FrameDecoder(Iterator[DecodedFrame]):
         for i, p in enumerate(video.frame_pts):
             self._positions.setdefault(p, []).append(i)
         self._to_planes: ToPlanes | None = None
+        self._raw = not convert
         if planes:
             layout = planar_layout(video.pix_fmt)
             if layout is None:
@@ -416,13 +420,17 @@ class FrameDecoder(Iterator[DecodedFrame]):
                         )
                     if self._verifying:
                         self._logged_damage(i, pts)
-                    if self._to_planes is not None:
+                    raw = frame if self._raw else None
+                    if raw is not None:
+                        rgb, planes = None, None
+                    elif self._to_planes is not None:
                         rgb, planes = None, self._to_planes(frame)
                     else:
                         rgb, planes = self._convert(frame), None
                     yield DecodedFrame(
-                        index=i, pts=pts, time=pts * video.time_base, rgb=rgb, planes=planes
-                    )
+                        index=i, pts=pts, time=pts * video.time_base, rgb=rgb, planes=planes,
+                        frame=raw,
+                    )  # fmt: skip
                     yielded = True
                     expect = i + 1
                     if expect >= end:

@@ -368,27 +368,31 @@ class VideoEncoder:
         scale: int = 1,
         width: int | None = None,
         height: int | None = None,
+        sar: Fraction | None = None,
+        rate: Fraction | None = None,
         **kwargs: Any,
     ) -> VideoEncoder:
         """An encoder for ``info``'s video upscaled by ``scale`` (or to ``width``x``height``):
         same time base, colour tags (:func:`~vidsr.media.colour.output_tags`), bit depth,
-        rotation, sample aspect ratio and rate hint. ``kwargs`` go to the constructor."""
+        rotation, sample aspect ratio and rate hint (``sar``/``rate`` where the run changes
+        them: a crop, square pixels, field repair). ``kwargs`` go to the constructor."""
         v = info.video
+        width, height = width or v.width * scale, height or v.height * scale
         kwargs.setdefault(
             "colour_tags",
             colour.output_tags(v.colour, width=v.width, height=v.height, pix_fmt=v.pix_fmt),
         )
         return cls(
             path,
-            width=width or v.width * scale,
-            height=height or v.height * scale,
+            width=width,
+            height=height,
             time_base=v.time_base,
             source_pix_fmt=v.pix_fmt,
             source_bit_depth=v.bit_depth,
             rotation=v.rotation,
-            sar=v.output_sar(width or v.width * scale, height or v.height * scale),
+            sar=sar if sar is not None else v.output_sar(width, height),
             hdr=v.hdr,
-            rate=v.avg_rate or None,
+            rate=rate or v.avg_rate or None,
             **kwargs,
         )
 

@@ -26,6 +26,13 @@ class ImageRun:
     seconds: float
 
 
+#: Options of video runs that an image run refuses.
+VIDEO_ONLY = (
+    "deinterlace", "ivtc", "start", "end", "duration", "crop", "size", "width", "height",
+    "square_pixels",
+)  # fmt: skip
+
+
 def _resolved(settings: Settings) -> Settings:
     """``settings`` resolved for the device images run on: this process, on the first of the
     run's devices (``--device``, or the first of ``--devices``)."""
@@ -37,6 +44,10 @@ def _resolved(settings: Settings) -> Settings:
             f"{opt('backend', settings.backend)} runs the chunks of videos; images are upscaled "
             f"in this process: leave {opt('backend')} out"
         )
+    video_only = [n for n in VIDEO_ONLY if getattr(settings, n) not in (None, False, "off")]
+    if video_only:
+        names = ", ".join(opt(n) for n in video_only)
+        raise UsageError(f"{names}: for videos only; an image takes {opt('scale')}")
     slot = placement(settings.replace(workers_per_device=1)).slots[0]
     return resolve(settings.replace(device=slot, devices=()), "cuda" if "cuda" in slot else "cpu")
 

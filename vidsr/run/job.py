@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidsr.errors import Interrupted
+from vidsr.errors import Interrupted, render
 from vidsr.jobs.chunk import ChunkResult, ChunkTask
 from vidsr.jobs.plan import plan_chunks
 from vidsr.jobs.state import JobState
@@ -142,11 +142,19 @@ def open_job_state(plan: VideoPlan, executor: Any) -> JobState:
     from vidsr.files import remove_stale_temps
 
     s, v = plan.settings, plan.info.video
+    src = plan.source
     chunks = plan_chunks(
-        plan.out_pts, v.time_base, chunk_frames=s.chunk_frames, chunk_seconds=s.chunk_seconds
+        plan.out_pts,
+        v.time_base,
+        chunk_frames=s.chunk_frames,
+        chunk_seconds=s.chunk_seconds,
+        unit=src.timeline.unit,
     )
     prints = fingerprint(
-        s, weights=weights_digest_for(executor, s), out_size=[plan.out_width, plan.out_height]
+        s,
+        weights=weights_digest_for(executor, s),
+        out_size=[plan.out_width, plan.out_height],
+        source=[src.first, src.last, src.filters.describe(), len(plan.out_pts)],
     )
     remove_stale_temps(plan.output)
     return JobState.open(
@@ -217,6 +225,28 @@ class _Tally:
         )
 
 
+def _task(plan: VideoPlan, state: JobState, c: Any) -> ChunkTask:
+    """Chunk ``c``'s task: its output frames, the source frames (and context) that make them,
+    the filters, the output geometry."""
+    from vidsr.media.repair import chunk_span
+
+    src = plan.source
+    return ChunkTask(
+        plan.input,
+        state.segment_path(c),
+        c,
+        plan.info,
+        plan.out_width,
+        plan.out_height,
+        plan.settings,
+        plan.out_pts[c.start : c.end],
+        span=chunk_span(src.timeline, src.filters, c.start, c.end, plan.info.video.frame_count),
+        filters=src.filters if src.filters.active else None,
+        sar=plan.out_sar,
+        rate=src.rate,
+    )
+
+
 def _run_chunks(executor: Any, tasks: list[ChunkTask], tally: _Tally) -> None:
     """Run ``tasks``; Ctrl-C or SIGTERM becomes an ``Interrupted`` that says how to resume."""
     from vidsr.jobs.local import InProcessExecutor
@@ -252,6 +282,8 @@ def _join_and_mux(plan: VideoPlan, state: JobState) -> Path:
         plan.output,
         info=plan.info,
         drop_unsupported=plan.settings.drop_unsupported,
+        time_range=plan.source.time_range,
+        display_aspect=plan.out_sar * plan.out_width / plan.out_height,
     )
     return joined
 
@@ -262,29 +294,16 @@ def run_job(plan: VideoPlan, executor: Any, *, on_event: EventSink | None = None
 
     emit = on_event or no_sink
     for warning in plan.warnings:
-        emit(RunWarning(warning))
+        emit(RunWarning(render(warning)))
     state = open_job_state(plan, executor)
     todo = state.verify(count_packets)
-    v = plan.info.video
-    tasks = [
-        ChunkTask(
-            plan.input,
-            state.segment_path(c),
-            c,
-            plan.info,
-            plan.out_width,
-            plan.out_height,
-            plan.settings,
-            plan.out_pts[c.start : c.end],
-        )
-        for c in todo
-    ]
+    tasks = [_task(plan, state, c) for c in todo]
     tally = _Tally(plan, state, emit, state.frames_done)
     emit(
         JobStarted(
             input=str(plan.input),
             output=str(plan.output),
-            frames=v.frame_count,
+            frames=plan.frames,
             frames_done=tally.resumed,
             chunks=len(state.chunks),
             chunks_todo=len(todo),

@@ -16,7 +16,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from vidsr.errors import UsageError
+from vidsr.errors import UsageError, render
+from vidsr.run.source import output_geometry, plan_source
 from vidsr.settings import Settings
 
 
@@ -38,6 +39,8 @@ class VideoPlan:
     warnings: tuple[str, ...] = ()
     device: str = ""  # where the chunks run (for the reader), e.g. "cpu" or "cuda:0,cuda:1"
     device_type: str = ""  # cpu | cuda
+    source: Any = None  # SourcePlan: the frames the model sees (range, repair, crop)
+    out_sar: Fraction = Fraction(1)
 
     @property
     def kept(self) -> tuple[str, ...]:
@@ -46,7 +49,8 @@ class VideoPlan:
 
     @property
     def frames(self) -> int:
-        return self.info.video.frame_count
+        """Output frames (the time range's, after any field repair)."""
+        return len(self.out_pts)
 
     @property
     def model(self) -> str:
@@ -54,7 +58,9 @@ class VideoPlan:
 
     @property
     def scale(self) -> float:
-        return float(self.settings.scale)
+        from vidsr.run.resolve import label_scale
+
+        return label_scale(self.settings)
 
 
 def default_work_dir(output: Path) -> Path:
@@ -122,7 +128,6 @@ def warnings_for(
         )
     if v.has_alpha:
         out.append(f"the source has an alpha channel ({v.pix_fmt}): it is dropped")
-    out += _field_warnings(v)
     fmt = pix_fmt or choose_pix_fmt(codec, v.pix_fmt, v.bit_depth)
     if colour.is_rgb_format(v.pix_fmt) and not colour.is_rgb_format(fmt):
         what = "grey" if v.pix_fmt.startswith(("gray", "ya")) else "RGB"
@@ -140,21 +145,6 @@ def warnings_for(
             f"leaving out {len(dropped)} stream(s) {suffix} cannot carry: "
             + "; ".join(describe_stream(p.stream) for p in dropped)
         )
-    return out
-
-
-def _field_warnings(v: Any) -> list[str]:
-    """Interlaced or telecined content, upscaled as it is."""
-    out = []
-    if v.repeat_fields:
-        out.append(
-            f"the source is soft-telecined ({v.repeat_fields} of {v.pictures} pictures repeat a "
-            "field): its progressive pictures are upscaled as they are"
-        )
-    interlaced = v.field_order in ("tt", "bb", "tb", "bt") or v.interlaced_frame
-    if interlaced or (v.interlaced_pictures and not v.repeat_fields):
-        order = f"field order {v.field_order}" if v.field_order != "unknown" else "interlaced"
-        out.append(f"the source is interlaced ({order}): it is upscaled as is, combing included")
     return out
 
 
@@ -180,26 +170,30 @@ def plan_video(
     from vidsr.media.probe import probe
     from vidsr.media.remux import plan_streams, refusal
     from vidsr.run.naming import default_output
+    from vidsr.run.resolve import label_scale
 
     info = probe(input_path)
     _refuse_size_changes(info)
-    v = info.video
-    ow, oh = output_size(info, settings)
-    settings = encoder_settings(settings, info, device_type)
+    out = Path(
+        output
+        or settings.output
+        or default_output(input_path, settings.model, label_scale(settings))
+    )
+    source, settings = plan_source(info, settings, output_step(out.suffix, info.video.time_base))
+    ow, oh, sar = output_geometry(info, settings, (source.width, source.height))
+    settings = encoder_settings(settings, info, device_type, (ow, oh))
     supported = encoder_pix_fmts(settings.codec)  # UsageError for an unknown encoder
     if settings.pix_fmt and supported and settings.pix_fmt not in supported:
         raise UsageError(
             f"{settings.codec} cannot encode {settings.pix_fmt} (it takes {', '.join(supported)})"
         )
-    out = Path(
-        output or settings.output or default_output(input_path, settings.model, settings.scale)
-    )
     if check_output:
         check_output_path(out, overwrite=settings.overwrite, inputs=(input_path,))
     streams = plan_streams(info, out.suffix, drop_unsupported=settings.drop_unsupported)
     problem = refusal(info, out.suffix, settings.codec, drop_unsupported=settings.drop_unsupported)
     if problem:
         raise UsageError(problem)
+    warnings = warnings_for(info, out.suffix, settings.codec, settings.pix_fmt, streams)
     return VideoPlan(
         input_path,
         out,
@@ -209,26 +203,26 @@ def plan_video(
         ow,
         oh,
         tuple(streams),
-        v.output_pts(output_step(out.suffix, v.time_base)),
-        tuple(warnings_for(info, out.suffix, settings.codec, settings.pix_fmt, streams)),
+        source.timeline.out_pts,
+        (*source.warnings, *warnings),
         device,
         device_type,
+        source,
+        sar,
     )
 
 
 def output_size(info: Any, settings: Settings) -> tuple[int, int]:
-    """(width, height) of the upscaled video: the model's scale exactly, else ``--scale``
-    rounded down to even sizes."""
-    from vidsr.models.loader import expected_scale
-    from vidsr.pipeline.infer import scaled_size
-
+    """(width, height) of the upscaled video of the whole picture (no crop): see
+    :func:`~vidsr.run.source.output_geometry`."""
     v = info.video
-    native = expected_scale(settings.model)
-    oh, ow = scaled_size(v.height, v.width, settings.scale, native, even=True)
+    ow, oh, _sar = output_geometry(info, settings, (v.width, v.height))
     return ow, oh
 
 
-def encoder_settings(settings: Settings, info: Any, device_type: str) -> Settings:
+def encoder_settings(
+    settings: Settings, info: Any, device_type: str, size: tuple[int, int] | None = None
+) -> Settings:
     """``settings`` with ``--codec auto`` decided for this file's output (size, bit depth:
     :func:`~vidsr.media.encode.auto_codec`), and an NVENC codec that cannot encode it here
     refused (``UsageError``, one line). With Ray the chunks run on other machines: NVENC is
@@ -239,7 +233,7 @@ def encoder_settings(settings: Settings, info: Any, device_type: str) -> Setting
     from vidsr.run.resolve import with_codec
 
     v = info.video
-    width, height = output_size(info, settings)
+    width, height = size or output_size(info, settings)
     bits = bit_depth(settings.pix_fmt) if settings.pix_fmt else v.bit_depth
     remote = settings.backend == "ray"
     gpu = _first_gpu(settings)
@@ -309,8 +303,25 @@ def estimate_seconds(plan: VideoPlan) -> float | None:
         return None
     per_px, layers = _CPU_SECONDS_PER_PIXEL[record.arch]
     depth = record.kwargs.get("num_conv") or record.kwargs.get("num_block") or layers
-    v = plan.info.video
-    return plan.frames * v.width * v.height * per_px * depth / layers
+    src = plan.source
+    pixels = (
+        src.width * src.height
+        if src is not None
+        else plan.info.video.width * plan.info.video.height
+    )
+    return plan.frames * pixels * per_px * depth / layers
+
+
+def _range_text(plan: VideoPlan) -> str:
+    """Which source frames the run takes, and from when to when."""
+    src, v = plan.source, plan.info.video
+    origin = plan.info.start_time
+    t0 = float(v.frame_time(src.first) - origin)
+    t1 = float(v.frame_time(src.last - 1) - origin)
+    what = f"source frames {src.first} to {src.last - 1} ({t0:.3f} to {t1:.3f} s)"
+    if src.time_range is None:
+        what = "every source frame"
+    return f"{what} -> {plan.frames} output frames at {float(src.rate):.5g} fps"
 
 
 def format_plan(plan: VideoPlan) -> str:
@@ -323,11 +334,15 @@ def format_plan(plan: VideoPlan) -> str:
         f"{plan.frames} frames, {'VFR' if v.is_vfr else 'CFR'}, display aspect "
         f"{float(dar):.4g} (SAR {v.sample_aspect_ratio}))",
         f"output:    {plan.output} ({s.codec} {plan.out_width}x{plan.out_height}) at SAR "
-        f"{v.output_sar(plan.out_width, plan.out_height)}, the source's display aspect",
+        f"{plan.out_sar}, display aspect "
+        f"{float(plan.out_sar * plan.out_width / plan.out_height):.4g}",
         f"model:     {s.model} (x{plan.scale:g}) on {plan.device} {s.precision}",
         f"batch:     {s.batch_size or 'auto'}; tile: {s.tile or 'whole frame'}",
         "streams kept: " + ("; ".join(plan.kept) if plan.kept else "none besides the video"),
     ]
+    if plan.source is not None:
+        lines += list(plan.source.notes)
+        lines.append(f"frames:    {_range_text(plan)}")
     if plan.info.chapters:
         lines.append(f"chapters:  {len(plan.info.chapters)}")
     est = estimate_seconds(plan)
@@ -337,4 +352,4 @@ def format_plan(plan: VideoPlan) -> str:
         else "estimate:  unknown"
     )
     lines += [f"warning:   {w}" for w in plan.warnings]
-    return "\n".join(lines)
+    return render("\n".join(lines))

@@ -99,7 +99,7 @@ def resolve_switch(value: str, device_type: str) -> str:
 def resolve(settings: Settings, device_type: str) -> Settings:
     """``settings`` with every default this run can decide made explicit, for a run on
     ``device_type`` (``cpu`` or ``cuda``): ``precision``, ``device_colour``, ``hw_decode``,
-    ``scale`` (the model's own), ``denoise_strength`` (the blend's default for
+    ``scale`` (the model's own, unless a size option sets the output size), ``denoise_strength`` (the blend's default for
     realesr-general-x4v3), and the codec with its ``crf`` / ``encoder_preset`` defaults
     (:func:`with_codec`), so that spelling a default out is the same job as leaving it out.
     ``--codec auto`` on CUDA depends on each file's output size and bit depth: it stays
@@ -114,6 +114,8 @@ def resolve(settings: Settings, device_type: str) -> Settings:
 
     precision = precision_name(resolve_precision(settings.precision, torch.device(device_type)))
     scale = settings.scale if settings.scale is not None else float(expected_scale(settings.model))
+    if any(v is not None for v in (settings.size, settings.width, settings.height)):
+        scale = None  # the size options set the output size (one way only: the option table)
     record = find_record(settings.model)
     strength = settings.denoise_strength
     if strength is None and record is not None and record.denoise_pair is not None:
@@ -128,6 +130,13 @@ def resolve(settings: Settings, device_type: str) -> Settings:
     if settings.codec == "auto" and device_type == "cuda":
         return resolved
     return with_codec(resolved, "libx264" if settings.codec == "auto" else settings.codec)
+
+
+def label_scale(settings: Settings) -> float:
+    """The scale an output's default name says: ``--scale``, else the model's own."""
+    from vidsr.models.loader import expected_scale
+
+    return settings.scale if settings.scale is not None else float(expected_scale(settings.model))
 
 
 def with_codec(settings: Settings, codec: str) -> Settings:
