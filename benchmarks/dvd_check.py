@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,22 +31,20 @@ from vidsr.media.ffmpeg import ffmpeg_exe  # noqa: E402
 
 def ffmpeg_frames(path: Path, stream: str) -> list[tuple[float, float]]:
     """(time, duration) of each decoded frame of ``stream`` (``0:v:0``, ``0:a:0``), as ffmpeg
-    gives them (framecrc, passthrough, source times kept)."""
+    decodes them (its ``showinfo``/``ashowinfo`` filters: the frames' own times, unrounded;
+    a frame's duration is the step to the next, the last one's its own)."""
+    audio = stream.startswith("0:a")
     proc = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path), "-copyts",
-         "-map", stream, "-fps_mode", "passthrough", "-f", "framecrc", "-"],
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "info", "-copyts", "-i", str(path),
+         "-map", stream, "-af" if audio else "-vf", "ashowinfo" if audio else "showinfo",
+         "-f", "null", "-"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    tb = Fraction(1)
-    out = []
-    for line in proc.stdout.splitlines():
-        m = re.match(r"#tb \d+: (\d+)/(\d+)", line)
-        if m:
-            tb = Fraction(int(m.group(1)), int(m.group(2)))
-        elif line and not line.startswith("#"):
-            _, _, pts, dur, *_ = (x.strip() for x in line.split(","))
-            out.append((float(int(pts) * tb), float(int(dur) * tb)))
-    return out
+    times = [float(m) for m in re.findall(r"pts_time:\s*([-\d.]+)", proc.stderr)]
+    durations = [float(m) for m in re.findall(r"duration(?:_time)?:\s*([\d.]+)", proc.stderr)]
+    out = [(t, b - t) for t, b in itertools.pairwise(times)]
+    last = durations[-1] if durations else (out[-1][1] if out else 0.0)
+    return [*out, (times[-1], last)] if times else []
 
 
 def stream_line(path: Path, kind: str) -> str:
@@ -72,6 +70,7 @@ def make_source(folder: Path, frames: int) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=24, help="film frames (a multiple of 4)")
+    parser.add_argument("--keep", type=Path, help="copy the source and the output to this folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -81,6 +80,10 @@ def main() -> int:
                "--height", "1080", "--square-pixels", "--device", "cpu"]  # fmt: skip
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(out, args.keep / out.name)
+            shutil.copy(src, args.keep / src.name)
         seconds = time.perf_counter() - t0
         src_v = ffmpeg_frames(src, "0:v:0")
         video = ffmpeg_frames(out, "0:v:0")
@@ -95,22 +98,31 @@ def main() -> int:
         checks = [
             ("source frames (ffmpeg)", len(src_v), args.frames * 5 // 4),
             ("output frames (ffmpeg)", len(video), args.frames),
-            ("frame steps ms", steps, [41.0, 42.0]),
+            ("frame steps ms (41.7, in Matroska's milliseconds)", steps, [41.0, 42.0]),
             ("size", "1920x1080" in line, True),
             ("SAR 1:1 DAR 16:9", "SAR 1:1 DAR 16:9" in line, True),
             ("23.976 fps", "23.98 fps" in line, True),
-            ("audio - video start, ms", round(out_offset * 1000), round(src_offset * 1000)),
+            ("audio - video start vs the source's, within 1 ms (Matroska's rounding)",
+             abs(out_offset - src_offset) <= 0.001, True),
             ("audio length - video length, ms (< one AC-3 frame, 32 ms)", abs(a_len - v_len) < 0.032,
              True),
         ]  # fmt: skip
         print(f"vidsr upscale --ivtc --height 1080 --square-pixels: {seconds:.1f} s")
         print(f"ffmpeg: {line}")
+        print(
+            f"audio - video start: source {src_offset * 1000:.3f} ms, output "
+            f"{out_offset * 1000:.3f} ms"
+        )
         bad = 0
         for name, got, want in checks:
             ok = got == want if not isinstance(want, list) else set(got) <= set(want)
             bad += not ok
             print(f"{'ok ' if ok else 'BAD'} {name}: {got} (want {want})")
         print(f"video {v_len:.3f} s, audio {a_len:.3f} s")
+        print(
+            f"first video/audio: source {src_v[0][0]:.6f} / {src_a[0][0]:.6f}, output "
+            f"{video[0][0]:.6f} / {audio[0][0]:.6f}"
+        )
         return 1 if bad else 0
 
 

@@ -156,9 +156,12 @@ def test_ivtc_returns_the_film_frames_at_their_times(dvd: dict[str, Path], tmp_p
         errors = [np.abs(frame - f.astype(np.int16)).mean() for f in film]
         assert int(np.argmin(errors)) == i, (i, np.round(errors, 1))
         assert errors[i] < 6.0, (i, errors[i])
+    # the stream's own rate says so too (players and ffmpeg report it: it once said "30k")
+    assert probe(res.output).video.avg_rate == Fraction(24000, 1001)
     # the same file without --ivtc: 30 frames, two in five combed
     plain = upscale(dvd["telecined"], tmp_path / "plain.mkv")
     assert plain.frames == 30
+    assert probe(plain.output).video.avg_rate == Fraction(30000, 1001)
     assert combing(got) < combing(model_inputs(plain.output))
 
 
@@ -327,3 +330,44 @@ def test_interrupted_ivtc_range_resumes_to_the_same_output(
     a, ta = frames_of(whole.output)
     b, tb = frames_of(res.output)
     assert ta == tb and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+# --- batch and the dvd preset ----------------------------------------------------------------
+
+
+def test_batch_with_the_dvd_preset_repairs_each_file_its_way_and_skips_on_rerun(
+    dvd: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    season = tmp_path / "season"
+    season.mkdir()
+    for name in ("telecined", "interlaced", "film"):
+        shutil.copy(dvd[name], season / f"{name}{dvd[name].suffix}")
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    args = ["batch", season, "-o", out, "--preset", "dvd", "--model", "realesr-animevideov3",
+            "--device", "cpu", "--codec", "libx264", "--pix-fmt", "yuv420p",
+            "--start", "0.2", "--report", report]  # fmt: skip
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    files = {Path(f["rel"]).stem: f for f in json.loads(report.read_text())["files"]}
+    assert {k: f["status"] for k, f in files.items()} == dict.fromkeys(files, "ok")
+    frames = {k: probe(Path(f["output"])).video for k, f in files.items()}
+    # telecined: the frames from 0.2 s on, each whole cycle of 5 giving 4, a partial one kept
+    info = probe(dvd["telecined"])
+    n = sum(
+        info.video.frame_time(i) - info.start_time >= Fraction(2, 10)
+        for i in range(info.video.frame_count)
+    )
+    assert frames["telecined"].frame_count == 4 * (n // 5) + n % 5
+    assert frames["telecined"].avg_rate == Fraction(24000, 1001)
+    assert frames["interlaced"].avg_rate == Fraction(30000, 1001)
+    # square pixels everywhere (these sources have them already): SAR 1
+    assert all(v.sample_aspect_ratio == 1 for v in frames.values())
+    assert "--ivtc: the source is not telecined" in err  # said for the interlaced one
+    before = {k: Path(f["output"]).stat().st_mtime_ns for k, f in files.items()}
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    again = {Path(f["rel"]).stem: f for f in json.loads(report.read_text())["files"]}
+    assert {k: f["status"] for k, f in again.items()} == dict.fromkeys(files, "skipped")
+    assert {k: Path(f["output"]).stat().st_mtime_ns for k, f in again.items()} == before

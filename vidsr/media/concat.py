@@ -71,6 +71,12 @@ def concat_segments(segments: Sequence[Path], output: Path) -> int:
         out = av.open(os.fspath(tmp), "w", format=_format_for(output))
         try:
             ostream = out.add_stream_from_template(template)
+            # The template's rate does not come along: without it the muxer's frame rate (and
+            # what players and ffmpeg report: "30k fps" for a 1/90000 time base) is the time
+            # base's.
+            rate = template.average_rate or template.guessed_rate
+            if rate:
+                ostream.codec_context.framerate = rate
             for seg, (pts, _tb) in zip(segments, orders, strict=True):
                 dts_values = [p - delay for p in sorted(pts)]
                 with av.open(os.fspath(seg)) as c:
