@@ -37,7 +37,7 @@ def timed(frames: object) -> tuple[int, float]:
 def filtered(path: Path, filters: FrameFilters) -> tuple[int, float]:
     info = probe(path)
     v = info.video
-    timeline = make_timeline(v.output_pts(1), 0, v.frame_count, filters.mode)
+    timeline = make_timeline(v.output_pts(1), 0, v.frame_count, filters.mode, time_base=v.time_base)
     span = chunk_span(timeline, filters, 0, timeline.frames, v.frame_count)
     return timed(FilteredFrames(path, span, filters, 0, timeline.out_pts, info=info))
 

@@ -371,3 +371,81 @@ def test_batch_with_the_dvd_preset_repairs_each_file_its_way_and_skips_on_rerun(
     again = {Path(f["rel"]).stem: f for f in json.loads(report.read_text())["files"]}
     assert {k: f["status"] for k, f in again.items()} == dict.fromkeys(files, "skipped")
     assert {k: Path(f["output"]).stat().st_mtime_ns for k, f in again.items()} == before
+
+
+# --- edges found in review -------------------------------------------------------------------
+
+
+def test_damage_at_a_chunk_edge_under_filters_keeps_every_frame(
+    media_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    src = media_clips["corrupt"]  # frames 6-11 do not decode
+    for opts in ({"crop": (0, 0, 32, 32)}, {"deinterlace": "bwdif"}):
+        one = upscale(src, tmp_path / "one.mkv", ignore_errors=True, overwrite=True, **opts)
+        cut = upscale(
+            src, tmp_path / "cut.mkv", ignore_errors=True, chunk_frames=4, overwrite=True, **opts
+        )
+        assert one.frames == cut.frames == probe(src).video.frame_count
+        a, ta = frames_of(one.output)
+        b, tb = frames_of(cut.output)
+        assert ta == tb and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_start_zero_keeps_the_first_frame_when_the_file_start_rounds_up(
+    dvd: dict[str, Path],
+) -> None:
+    from helpers import upscale_settings
+
+    from vidsr.run.source import frame_range
+
+    info = probe(dvd["soft"])  # the container's start is rounded up past frame 0's time
+    n = info.video.frame_count
+    assert frame_range(info, upscale_settings(start=0)) == (0, n)
+    assert frame_range(info, upscale_settings(end=Fraction(1, 2)))[0] == 0
+
+
+def test_field_rate_on_a_one_tick_per_frame_avi_keeps_its_speed(tmp_path: Path) -> None:
+    from real_media import BAR, ffmpeg
+
+    src = tmp_path / "capture.avi"  # an FFV1 capture in AVI: time base 1/fps
+    ffmpeg("-f", "lavfi", "-i", BAR.format(w=64, h=48, rate="60000/1001") +
+           ",tinterlace=mode=interleave_top,setfield=tff", "-f", "lavfi", "-i",
+           "sine=sample_rate=48000:duration=0.8", "-frames:v", 24, "-c:v", "ffv1",
+           "-c:a", "pcm_s16le", src)  # fmt: skip
+    assert probe(src).video.time_base == Fraction(1001, 30000)
+    res = upscale(src, tmp_path / "fields.mkv", deinterlace="bwdif", deinterlace_rate="field")
+    _, times = frames_of(res.output)
+    assert res.frames == len(times) == 48
+    assert abs(float(times[-1]) - 47 * 1001 / 60000) <= 0.001  # not twice as long
+    steps = {round(float(b - a) * 1000) for a, b in itertools.pairwise(times)}
+    assert steps <= {16, 17}
+
+
+def test_end_past_the_video_still_cuts_the_audio(tmp_path: Path) -> None:
+    from real_media import ffmpeg
+
+    src = tmp_path / "short_video.mkv"  # 1 s of video, 3 s of audio
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24:duration=1", "-f", "lavfi",
+           "-i", "sine=sample_rate=48000:duration=3", "-c:v", "libx264", "-c:a", "aac", src)  # fmt: skip
+    res = upscale(src, tmp_path / "o.mkv", end=2)
+    assert res.frames == 24
+    _first, last, packet = _audio_span(res.output)
+    assert abs(last - 2.0) <= packet
+
+
+def test_stream_field_order_decides_where_idet_cannot(tmp_path: Path) -> None:
+    from helpers import upscale_settings
+    from real_media import ffmpeg
+
+    from vidsr.run.source import plan_source
+
+    src = tmp_path / "static_bff.vob"  # a still picture: idet decides nothing; tagged bb
+    ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=64x48:rate=30000/1001", "-frames:v", 24,
+           "-vf", "setfield=bff", "-c:v", "mpeg2video", "-flags", "+ilme+ildct",
+           "-field_order", "bb", "-f", "dvd", src)  # fmt: skip
+    info = probe(src)
+    assert info.video.field_order == "bb"
+    scan = scan_fields(info)
+    assert scan.tff + scan.bff == 0
+    source, _ = plan_source(info, upscale_settings(deinterlace="auto"), ".mkv")
+    assert (source.filters.repair, source.filters.order) == ("bwdif", "bff")

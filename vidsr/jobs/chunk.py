@@ -27,7 +27,8 @@ class ChunkTask:
     source's do not increase). ``chunk`` counts output frames; ``span`` says which source
     frames make them (:func:`~vidsr.media.repair.chunk_span`; None: the same frames) and
     ``filters`` what runs on them first (field repair, crop); ``sar`` and ``rate`` are the
-    output's sample aspect ratio and frame rate (None: the source's)."""
+    output's sample aspect ratio and frame rate (None: the source's); ``time_base`` that of
+    ``out_pts`` (the source's, or finer where field repair needs it; None: the source's)."""
 
     source: Path
     segment: Path
@@ -41,6 +42,7 @@ class ChunkTask:
     filters: Any = None  # media.repair.FrameFilters
     sar: Fraction | None = None
     rate: Fraction | None = None
+    time_base: Fraction | None = None  # of out_pts (None: the source's)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -62,8 +64,9 @@ def open_frames(task: ChunkTask, *, planes: bool, hwaccel: bool, hw_device: int)
     hw = {"hwaccel": hwaccel, "hw_device": hw_device}
     if task.filters is not None and task.filters.active:
         frames = FilteredFrames(
-            task.source, span, task.filters, c.start, task.out_pts, **common, **hw
-        )
+            task.source, span, task.filters, c.start, task.out_pts, time_base=task.time_base,
+            **common, **hw,
+        )  # fmt: skip
         return frames, dict(zip(range(c.start, c.end), task.out_pts, strict=False))
     start, end = (span.start, span.end) if span is not None else (c.start, c.end)
     frames = decode_frames(task.source, start, end, **common, **hw)
@@ -179,6 +182,8 @@ def run_chunk(
         kwargs["sar"] = task.sar
     if task.rate:
         kwargs["rate"] = task.rate
+    if task.time_base is not None:
+        kwargs["time_base"] = task.time_base
     colour = plan_device_colour(task.info, kwargs, device, settings.device_colour)
     frames, times = open_frames(
         task,

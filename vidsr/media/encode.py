@@ -370,12 +370,13 @@ class VideoEncoder:
         height: int | None = None,
         sar: Fraction | None = None,
         rate: Fraction | None = None,
+        time_base: Fraction | None = None,
         **kwargs: Any,
     ) -> VideoEncoder:
         """An encoder for ``info``'s video upscaled by ``scale`` (or to ``width``x``height``):
         same time base, colour tags (:func:`~vidsr.media.colour.output_tags`), bit depth,
-        rotation, sample aspect ratio and rate hint (``sar``/``rate`` where the run changes
-        them: a crop, square pixels, field repair). ``kwargs`` go to the constructor."""
+        rotation, sample aspect ratio and rate hint (``sar``/``rate``/``time_base`` where the
+        run changes them: a crop, square pixels, field repair). ``kwargs`` go to the constructor."""
         v = info.video
         width, height = width or v.width * scale, height or v.height * scale
         kwargs.setdefault(
@@ -386,7 +387,7 @@ class VideoEncoder:
             path,
             width=width,
             height=height,
-            time_base=v.time_base,
+            time_base=time_base or v.time_base,
             source_pix_fmt=v.pix_fmt,
             source_bit_depth=v.bit_depth,
             rotation=v.rotation,

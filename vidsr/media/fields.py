@@ -234,9 +234,10 @@ def detect_crop(info: MediaInfo, limit: int = 24) -> tuple[int, int, int, int] |
         return None
     x1, y1 = box[0] // 2 * 2, box[1] // 2 * 2  # even offsets and sizes, outward
     x2, y2 = min(v.width, (box[2] + 2) // 2 * 2), min(v.height, (box[3] + 2) // 2 * 2)
-    if (x1, y1, x2, y2) == (0, 0, v.width, v.height):
-        return None
-    return x1, y1, x2 - x1, y2 - y1
+    w, h = (x2 - x1) // 2 * 2, (y2 - y1) // 2 * 2  # an odd-sized source: inward at the end
+    if (w, h) == (v.width, v.height) or w < 16 or h < 16:
+        return None  # no borders; or a picture too small to be one (a dot on black)
+    return x1, y1, w, h
 
 
 def describe_crop(region: tuple[int, int, int, int] | None) -> str:

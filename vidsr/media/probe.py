@@ -204,6 +204,13 @@ class MediaInfo:
     metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
+    def origin(self) -> Fraction:
+        """Where the file starts, as time options (``--start``, ffmpeg's ``-ss``) count: the
+        container's start time - rounded to microseconds, so never after the first video
+        frame's exact time."""
+        return min(self.start_time, self.video.frame_time(0))
+
+    @property
     def cover_art(self) -> tuple[StreamInfo, ...]:
         """Attached pictures (shown as video streams by libavformat)."""
         return tuple(s for s in self.streams if s.is_cover_art)

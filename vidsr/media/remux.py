@@ -556,7 +556,7 @@ def _range_inputs(
     stream holding its cut}`` (streams with something in the range) and the chapters' input
     (``-1``: none)."""
     lo, hi = cut
-    start = lo - info.start_time
+    start = lo - info.origin
     timed = [s for s in mapped if _is_cut(s) and s.type != "subtitle"]
     timescale = _EXACT_TIMESCALE if _kind(output.suffix) == "mp4" else None
     # The output's own muxer (MP4/MOV: exact ticks); Matroska for subtitles but mov_text.
@@ -584,7 +584,8 @@ def _absolute_range(info: MediaInfo, time_range: TimeRange) -> tuple[Fraction, F
             f"time range {_ts(start)} to {shown}: it must start at 0 or later "
             "and end after its start"
         )
-    return info.start_time + start, None if end is None else info.start_time + Fraction(end)
+    origin = info.origin
+    return origin + start, None if end is None else origin + Fraction(end)
 
 
 def _first_frame_in(info: MediaInfo, lo: Fraction, hi: Fraction | None) -> int:

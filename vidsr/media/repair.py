@@ -108,13 +108,15 @@ class FrameFilters:
 
 @dataclass(frozen=True)
 class Timeline:
-    """The run's output frames (module docstring). ``out_pts``: each one's time, in the
-    source's time base, strictly increasing."""
+    """The run's output frames (module docstring). ``out_pts``: each one's time in
+    ``time_base`` (the source's, or a fraction of it: :func:`time_divisor`), strictly
+    increasing."""
 
     first: int
     last: int
     mode: str
     out_pts: tuple[int, ...]
+    time_base: Fraction
 
     @property
     def frames(self) -> int:
@@ -148,16 +150,36 @@ def _increasing(pts: list[int], step: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def time_divisor(pts: Sequence[int], mode: str) -> int:
+    """By how much to divide the source's time base so that the new frames' times are whole
+    ticks: 2 for fields and 4 for ivtc where the source has fewer ticks than that between
+    frames (a 1/fps time base: AVI), else 1."""
+    need = {"fields": 2, "ivtc": KEPT}.get(mode, 1)
+    return need if need > 1 and _min_step(pts) < need else 1
+
+
+def _min_step(pts: Sequence[int]) -> int:
+    return min((b - a for a, b in itertools.pairwise(pts) if b > a), default=1)
+
+
 def make_timeline(
-    base: Sequence[int], first: int, last: int, mode: str, *, step: int = 1, film: bool = False
+    base: Sequence[int],
+    first: int,
+    last: int,
+    mode: str,
+    *,
+    time_base: Fraction,
+    step: int = 1,
+    film: bool = False,
 ) -> Timeline:
     """The timeline of source frames ``[first, last)`` whose output times would be ``base``
-    (the whole stream's, strictly increasing; ``step``: the output container's finest step).
+    (the whole stream's, strictly increasing, in ``time_base``; ``step``: the output
+    container's finest step).
     ``film``: soft telecine under ``--ivtc`` - the coded pictures, evenly timed over their
     span where that moves none by more than a frame (else their own times)."""
     pts = list(base[first:last])
     if not pts:
-        return Timeline(first, last, mode, ())
+        return Timeline(first, last, mode, (), time_base)
     dur = _median_step(base)
     if mode == "fields":
         out = []
@@ -179,7 +201,7 @@ def make_timeline(
         retimed = [pts[0] + round(i * even) for i in range(len(pts))]
         if max(abs(a - b) for a, b in zip(retimed, pts, strict=True)) <= even:
             pts = retimed
-    return Timeline(first, last, mode, _increasing(pts, step))
+    return Timeline(first, last, mode, _increasing(pts, step), time_base)
 
 
 def output_rate(rate: Fraction, mode: str, timeline: Timeline, time_base: Fraction) -> Fraction:
@@ -226,7 +248,8 @@ def chunk_span(timeline: Timeline, filters: FrameFilters, a: int, b: int, total:
 class FilteredFrames(Iterator[Any]):
     """Output frames ``[a, a + count)`` of a run with ``filters``, decoded from ``span``
     (:func:`chunk_span`) of ``path`` and run through the chain; yields ``DecodedFrame``s
-    indexed by output frame, timed by ``out_pts`` (the chunk's), converted to RGB (or to YUV
+    indexed by output frame, timed by ``out_pts`` (the chunk's, in ``time_base``: the
+    timeline's), converted to RGB (or to YUV
     planes with ``planes``) as :class:`~vidsr.media.decode.FrameDecoder` does. A source frame
     lost to damage (``ignore_errors``) is replaced by the one before it, so the cycles stay
     whole; the damage is in ``errors``."""
@@ -241,6 +264,7 @@ class FilteredFrames(Iterator[Any]):
         *,
         info: MediaInfo,
         planes: bool = False,
+        time_base: Fraction | None = None,
         **decoder: Any,
     ) -> None:
         from vidsr.media.colour import ToPlanes, ToRGB, planar_layout
@@ -248,6 +272,7 @@ class FilteredFrames(Iterator[Any]):
 
         self.path, self.span, self.filters, self.info = Path(path), span, filters, info
         self.a, self.out_pts = a, tuple(out_pts)
+        self.time_base = time_base or info.video.time_base
         v = info.video
         self._decoder = FrameDecoder(
             path, span.start - span.before, span.end + span.after, info=info,
@@ -274,21 +299,50 @@ class FilteredFrames(Iterator[Any]):
         self._gen.close()
         self._decoder.close()
 
+    def _before(self, index: int) -> Any:
+        """The last source frame before ``index`` that decodes (None: none does), looking
+        further back until one does - what a lost frame at a chunk's start is replaced by,
+        as in one pass over the file."""
+        from vidsr.media.decode import FrameDecoder
+
+        back = 8
+        while index > 0:
+            start = max(0, index - back)
+            found = [
+                d.frame
+                for d in FrameDecoder(
+                    self.path, start, index, info=self.info, convert=False, ignore_errors=True
+                )
+            ]
+            if found:
+                return found[-1]
+            index, back = start, back * 2
+        return None
+
     def _source(self) -> Iterator[Any]:
         """The decoded source frames in index order, pts set to the index; a lost frame's
-        place taken by the frame before."""
+        place taken by the last frame before it that decodes (the first one after it, where
+        none does), so every index of the range is pushed once, as one pass would."""
         last = None
         expect = self.span.start - self.span.before
+        end = self.span.end + self.span.after
         for d in self._decoder:
             frame = d.frame
-            while last is not None and expect < d.index:  # lost to damage: repeat
-                last.pts = expect
-                yield last
+            if last is None and expect < d.index:
+                last = self._before(expect)
+            while expect < d.index:  # lost to damage: repeat
+                copy = last if last is not None else frame
+                copy.pts = expect
+                yield copy
                 expect += 1
             frame.pts = d.index
             last = frame
             yield frame
             expect = d.index + 1
+        while last is not None and expect < end:  # lost at the range's end
+            last.pts = expect
+            yield last
+            expect += 1
 
     def _generate(self) -> Iterator[Any]:
         from vidsr.media.decode import DecodedFrame
@@ -299,7 +353,7 @@ class FilteredFrames(Iterator[Any]):
         skip = self.span.skip
         n = 0
         counted = self.filters.repair == "ivtc"
-        tb = self.info.video.time_base
+        tb = self.time_base
 
         def take(outs: list[Any]) -> Iterator[Any]:
             nonlocal skip, n

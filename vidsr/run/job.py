@@ -141,11 +141,11 @@ def open_job_state(plan: VideoPlan, executor: Any) -> JobState:
     for another source or for settings that would give other output bytes."""
     from vidsr.files import remove_stale_temps
 
-    s, v = plan.settings, plan.info.video
+    s = plan.settings
     src = plan.source
     chunks = plan_chunks(
         plan.out_pts,
-        v.time_base,
+        src.timeline.time_base,
         chunk_frames=s.chunk_frames,
         chunk_seconds=s.chunk_seconds,
         unit=src.timeline.unit,
@@ -244,6 +244,7 @@ def _task(plan: VideoPlan, state: JobState, c: Any) -> ChunkTask:
         filters=src.filters if src.filters.active else None,
         sar=plan.out_sar,
         rate=src.rate,
+        time_base=src.timeline.time_base,
     )
 
 

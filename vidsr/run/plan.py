@@ -9,7 +9,6 @@ alpha channel dropped, interlaced or telecined content upscaled as is, RGB writt
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vidsr.errors import UsageError, render
-from vidsr.run.source import output_geometry, plan_source
+from vidsr.run.source import output_geometry, output_step, plan_source
 from vidsr.settings import Settings
 
 
@@ -90,17 +89,6 @@ def _kept(plan: Any) -> str:
     elif plan.action == "timecode":
         text += f" (timecode {plan.stream.timecode})"
     return text
-
-
-def output_step(suffix: str, time_base: Fraction) -> int:
-    """The finest step between two frames that an output of type ``suffix`` keeps, in
-    ``time_base`` units: Matroska and WebM store milliseconds; MP4 and MOV the stream's own
-    time base (vidsr sets their timescale to it)."""
-    from vidsr.media.remux import MP4_SUFFIXES
-
-    if suffix.lower() in MP4_SUFFIXES:
-        return 1
-    return max(1, math.ceil(Fraction(1, 1000) / time_base))
 
 
 def warnings_for(
@@ -179,7 +167,7 @@ def plan_video(
         or settings.output
         or default_output(input_path, settings.model, label_scale(settings))
     )
-    source, settings = plan_source(info, settings, output_step(out.suffix, info.video.time_base))
+    source, settings = plan_source(info, settings, out.suffix)
     ow, oh, sar = output_geometry(info, settings, (source.width, source.height))
     settings = encoder_settings(settings, info, device_type, (ow, oh))
     supported = encoder_pix_fmts(settings.codec)  # UsageError for an unknown encoder
@@ -315,7 +303,7 @@ def estimate_seconds(plan: VideoPlan) -> float | None:
 def _range_text(plan: VideoPlan) -> str:
     """Which source frames the run takes, and from when to when."""
     src, v = plan.source, plan.info.video
-    origin = plan.info.start_time
+    origin = plan.info.origin
     t0 = float(v.frame_time(src.first) - origin)
     t1 = float(v.frame_time(src.last - 1) - origin)
     what = f"source frames {src.first} to {src.last - 1} ({t0:.3f} to {t1:.3f} s)"
@@ -331,7 +319,7 @@ def format_plan(plan: VideoPlan) -> str:
     dar = v.display_aspect
     lines = [
         f"input:     {plan.input} ({v.codec} {v.width}x{v.height} {v.pix_fmt}, "
-        f"{plan.frames} frames, {'VFR' if v.is_vfr else 'CFR'}, display aspect "
+        f"{v.frame_count} frames, {'VFR' if v.is_vfr else 'CFR'}, display aspect "
         f"{float(dar):.4g} (SAR {v.sample_aspect_ratio}))",
         f"output:    {plan.output} ({s.codec} {plan.out_width}x{plan.out_height}) at SAR "
         f"{plan.out_sar}, display aspect "

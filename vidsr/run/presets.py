@@ -161,7 +161,15 @@ def with_preset(values: Mapping[str, Any], command: str = "upscale") -> dict[str
     spec = out.get("preset")
     if not spec:
         return out
-    return {**preset_values(find_preset(str(spec)), command), **out}
+    preset = preset_values(find_preset(str(spec)), command)
+    if any(out.get(n) is not None for n in SIZE_OPTIONS):
+        # one explicit way to say the output size replaces the preset's, whichever it is
+        preset = {k: v for k, v in preset.items() if k not in SIZE_OPTIONS}
+    return {**preset, **out}
+
+
+#: The options that each set the output size (one of them per run: the option table).
+SIZE_OPTIONS = ("size", "width", "height", "scale")
 
 
 def format_value(value: Any) -> str:

@@ -18,6 +18,7 @@ coded film frames, evenly timed; on other content it does nothing and says so.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -51,13 +52,24 @@ class SourcePlan:
     warnings: tuple[str, ...] = ()
 
 
+def output_step(suffix: str, time_base: Fraction) -> int:
+    """The finest step between two frames that an output of type ``suffix`` keeps, in
+    ``time_base`` units: Matroska and WebM store milliseconds; MP4 and MOV the stream's own
+    time base (vidsr sets their timescale to it)."""
+    from vidsr.media.remux import MP4_SUFFIXES
+
+    if suffix.lower() in MP4_SUFFIXES:
+        return 1
+    return max(1, math.ceil(Fraction(1, 1000) / time_base))
+
+
 def frame_range(info: Any, settings: Settings) -> tuple[int, int]:
     """Source frames ``[first, last)`` of the time range (the module docstring's rules)."""
     v = info.video
     start, end, duration = settings.start, settings.end, settings.duration
     if start is None and end is None and duration is None:
         return 0, v.frame_count
-    origin = info.start_time
+    origin = info.origin
     lo = origin + (start or 0)
     hi = origin + end if end is not None else None
     if duration is not None:
@@ -104,8 +116,9 @@ def _repair(info: Any, settings: Settings, scan: Any) -> tuple[str | None, bool,
             return None, True, warnings
         warnings.append(f"{opt('ivtc')}: the source is not telecined ({said}): left as it is")
     method = settings.deinterlace
-    if method == "auto":
-        method = "bwdif" if content == "interlaced" else "off"
+    if method == "auto":  # idet's word; where it could not decide, the stream's flags
+        interlaced = content == "interlaced" or (content == "unknown" and _flagged(info.video))
+        method = "bwdif" if interlaced else "off"
     if method != "off":
         if content == "progressive":
             warnings.append(
@@ -130,14 +143,18 @@ def _unrepaired(info: Any, content: str, said: str, scan: Any) -> list[str]:
             f"a field): its film frames are upscaled at their own uneven times; {opt('ivtc')} "
             "times them evenly"
         ]
-    flagged = v.field_order in ("tt", "bb", "tb", "bt") or v.interlaced_frame
-    if content == "interlaced" or (content == "unknown" and flagged):
+    if content == "interlaced" or (content == "unknown" and _flagged(v)):
         order = scan.order if content == "interlaced" else f"field order {v.field_order}"
         return [
             f"the source is interlaced ({order}; {said}): it is upscaled as is, combing "
             f"included; {opt('deinterlace')} auto repairs it"
         ]
     return []
+
+
+def _flagged(v: Any) -> bool:
+    """The stream says it is interlaced (a field order, or its first frame's flag)."""
+    return v.field_order in ("tt", "bb", "tb", "bt") or v.interlaced_frame
 
 
 def _crop(info: Any, settings: Settings) -> tuple[int, int, int, int] | None:
@@ -157,24 +174,36 @@ def _crop(info: Any, settings: Settings) -> tuple[int, int, int, int] | None:
     return None if (x, y, w, h) == (0, 0, v.width, v.height) else (x, y, w, h)
 
 
-def plan_source(info: Any, settings: Settings, step: int) -> tuple[SourcePlan, Settings]:
-    """The :class:`SourcePlan` of ``info`` under ``settings`` (``step``: the output
-    container's finest time step), and the settings with each per-file ``auto`` made
+def plan_source(info: Any, settings: Settings, suffix: str) -> tuple[SourcePlan, Settings]:
+    """The :class:`SourcePlan` of ``info`` under ``settings`` for an output of type
+    ``suffix`` (its finest time step), and the settings with each per-file ``auto`` made
     explicit (the deinterlacer, the crop box) for the resume fingerprint."""
     from vidsr.media.fields import describe_crop
-    from vidsr.media.repair import FrameFilters, make_timeline, output_rate
+    from vidsr.media.repair import FrameFilters, make_timeline, output_rate, time_divisor
 
     v = info.video
     first, last = frame_range(info, settings)
     scan = _scan(info)
     repair, film, warnings = _repair(info, settings, scan)
     crop = _crop(info, settings)
-    order = scan.order if scan is not None and scan.frames else _flag_order(v)
+    if settings.square_pixels and settings.size is not None:
+        warnings.append(
+            f"{opt('square_pixels')} has no effect with {opt('size')}: the output is "
+            f"{settings.size[0]}x{settings.size[1]} at the display aspect's sample aspect ratio"
+        )
+    decided = scan is not None and scan.tff + scan.bff > 0
+    order = scan.order if decided else _flag_order(v)
     filters = FrameFilters(repair, settings.deinterlace_rate == "field", order, crop)
-    timeline = make_timeline(v.output_pts(step), first, last, filters.mode, step=step, film=film)
-    rate = output_rate(v.avg_rate, filters.mode, timeline, v.time_base)
-    ranged = (first, last) != (0, v.frame_count)
-    time_range = (settings.start or Fraction(0), _range_end(settings)) if ranged else None
+    # The output's time base: the source's, divided where its ticks are too coarse for the
+    # new frames' times (a 1/fps AVI deinterlaced to one frame per field).
+    k = time_divisor(v.frame_pts, filters.mode)
+    tb = v.time_base / k
+    step = output_step(suffix, tb)
+    base = [p * k for p in v.output_pts(output_step(suffix, v.time_base))]
+    timeline = make_timeline(base, first, last, filters.mode, step=step, film=film, time_base=tb)
+    rate = output_rate(v.avg_rate, filters.mode, timeline, tb)
+    given = (settings.start, settings.end, settings.duration) != (None, None, None)
+    time_range = (settings.start or Fraction(0), _range_end(settings)) if given else None
     notes = [f"fields:    {scan.describe()}" if scan is not None else "fields:    not scanned"]
     notes.append(f"repair:    {filters.describe()}" + (" (film frames evenly timed)" * film))
     if settings.crop == "auto":
@@ -199,7 +228,9 @@ def _range_end(settings: Settings) -> Fraction | None:
 
 
 def _flag_order(v: Any) -> str:
-    return "bff" if v.field_order in ("bb", "bt") else "tff"
+    """The display field order the stream's tag says (tb: top coded first, bottom shown
+    first)."""
+    return "bff" if v.field_order in ("bb", "tb") else "tff"
 
 
 def output_geometry(
@@ -241,7 +272,7 @@ def source_report(info: Any) -> dict[str, Any]:
     from vidsr.settings import make_settings
 
     def plan(**values: Any) -> tuple[SourcePlan, Settings]:
-        return plan_source(info, make_settings("upscale", values), 1)
+        return plan_source(info, make_settings("upscale", values), ".mkv")
 
     def effect(src: SourcePlan) -> str:
         return (
