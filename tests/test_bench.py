@@ -101,7 +101,9 @@ def test_bench_size_option() -> None:
 def _fake_result() -> dict:
     r = {
         f"{name}_fps": fps
-        for name, fps in zip(STAGES, [900, 2400, 14, 16.5, 8.5, 300, 800, 12, 11.5, 7], strict=True)
+        for name, fps in zip(
+            STAGES, [900, 2400, 14, 16.5, 8.5, 21.0, 300, 800, 12, 11.5, 7], strict=True
+        )
     }
     r.update(
         pipeline_vs_model=0.82,

@@ -236,7 +236,7 @@ def test_plan_resources() -> None:
     assert not plan_resources("cpu", 1, gpu_nodes).gpu
     with pytest.raises(DeviceError, match="no GPU"):
         plan_resources("cuda", 1, cpu_nodes)
-    with pytest.raises(UsageError, match=r"device= must be auto, cpu, cuda or cuda:N"):
+    with pytest.raises(UsageError, match=r"device= must be auto, cpu, cuda, cuda:N or intel:gpu"):
         upscale_settings(device="tpu", backend="ray")  # refused before any placement
     assert worker_device([]) == "cpu" and worker_device(["3"]) == "cuda:0"
 

@@ -61,6 +61,7 @@ STAGES = {
     "model": "model only (Upscaler call)",
     "model_lanes": "model only, over the lanes",
     "model_nchw": "model only, NCHW",
+    "model_openvino": "model only, OpenVINO runtime",
     "encode": "encode (VideoEncoder)",
     "encode_planes": "encode from YUV planes",
     "segment": "upscale_segment",
@@ -562,9 +563,11 @@ class _Bench:
 
         from vidsr.media.encode import resolve_codec
         from vidsr.models.loader import load_network
+        from vidsr.pipeline import openvino
         from vidsr.pipeline.infer import Upscaler, compiled, resolve_device, resolve_precision
         from vidsr.pipeline.lanes import auto_lanes
         from vidsr.pipeline.memory import batch_size
+        from vidsr.run.resolve import resolve_runtime
 
         self.settings = settings
         self.say = say
@@ -586,6 +589,18 @@ class _Bench:
         self.upscaler = Upscaler(net, device=dev, dtype=dtype)
         if settings.compile:
             self.upscaler.module = compiled(self.upscaler.module)
+        # OpenVINO beside torch on the CPU where it is installed (the "model_openvino" stage);
+        # --runtime decides which one the segment and pipeline stages run.
+        self.ov_upscaler: Any = None
+        if dev.type == "cpu" and openvino.available() and not settings.compile:
+            self.ov_upscaler = Upscaler(net, device=dev, dtype=torch.float32)
+            self.ov_upscaler.module = openvino.OpenVINOModule(
+                net.module, precision="bf16" if dtype == torch.bfloat16 else "fp32"
+            )
+            self.ov_upscaler.runtime = "openvino"
+            self.ov_upscaler.runtime_precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+        self.runtime = resolve_runtime(settings, settings.size, dev.type)
+        self.run_upscaler = self.ov_upscaler if self.runtime == "openvino" else self.upscaler
         self.scale = net.scale
         self.ow, self.oh = self.width * self.scale, self.height * self.scale
         self.codec = resolve_codec(settings.codec, dev.type, width=self.ow, height=self.oh)
@@ -676,6 +691,10 @@ class _Bench:
             call = _nchw_call(self.nchw_module, up.dtype, dev)
             self.seconds["model_nchw"] = _bench_forward(call, x, frames, dev)
         self.nchw_module = None
+        if self.ov_upscaler is not None:
+            self.counts["model_openvino"] = self.counts["model"]
+            with self.stage("model_openvino"):
+                self.seconds["model_openvino"] = _bench_forward(self.ov_upscaler, x, frames, dev)
         # Upscaled frames for the encoder: the model's own output for the kept frames.
         self.frames_up = [
             tensor_to_rgb(up(_batch_tensor([rgb], 1, dev)), np.uint8)[0] for rgb in self.rgbs
@@ -753,7 +772,7 @@ class _Bench:
             )
             self.seg = upscale_segment(
                 decode_frames(self.clip, info=self.info, planes=bool(colour and colour.source)),
-                upscaler=self.upscaler,
+                upscaler=self.run_upscaler,
                 settings=self._run_settings(tmp),
                 encoder_kwargs=seg_kwargs,
                 out_shape=(self.oh, self.ow, 3),
@@ -770,8 +789,9 @@ class _Bench:
             "model": s.model,
             "device": str(self.dev),
             "precision": self.upscaler.precision_name,
+            "runtime": self.runtime,
             "batch_size": self.bs,
-            "lanes": self.lanes,
+            "lanes": 1 if self.runtime == "openvino" else self.lanes,
             "device_colour": resolve_switch(s.device_colour, self.dev.type),
             "codec": self.codec,
             "compile": s.compile,
@@ -789,7 +809,7 @@ class _Bench:
 
         # As `vidsr upscale` does, the encoder process is started before torch and the model
         # load (the load is not timed here): ready before the timer starts.
-        executor = InProcessExecutor(str(self.dev), self.upscaler)
+        executor = InProcessExecutor(str(self.dev), self.run_upscaler)
         with encoder_pool(prestart=True, wait=True), self.stage("pipeline"):
             t0 = time.perf_counter()
             plan = prepare(self._run_settings(tmp), self.clip, executor)
@@ -817,6 +837,7 @@ class _Bench:
                 "decode_frames": counts["decode"],
                 "pipeline_vs_model": ratio(pipeline_fps, out["model_fps"]),
                 "pipeline_vs_model_lanes": ratio(pipeline_fps, out["model_lanes_fps"]),
+                "openvino_vs_torch": ratio(out["model_openvino_fps"], out["model_lanes_fps"]),
                 "pipeline_vs_serial": ratio(pipeline_fps, out["serial_fps"]),
                 "seconds": {k: round(v, 3) for k, v in seconds.items()},
                 "pipeline_stages": {k: v.as_dict() for k, v in self.result.stages.items()},
@@ -854,7 +875,8 @@ def format_table(result: dict[str, Any]) -> str:
     s, m = result["settings"], result["machine"]
     lines = [
         f"vidsr bench: {s['model']} {s['size']} -> {s['output_size']}, {s['frames']} frames, "
-        f"{s['device']} {s['precision']}, batch {s['batch_size']}, lanes {s.get('lanes', 1)}, "
+        f"{s['device']} {s['precision']} ({s.get('runtime', 'torch')}), batch {s['batch_size']}, "
+        f"lanes {s.get('lanes', 1)}, "
         f"{s['codec']}"
         + (", torch.compile" if s.get("compile") else "")
         + (
@@ -880,6 +902,9 @@ def format_table(result: dict[str, Any]) -> str:
     ratio = result.get("pipeline_vs_serial")
     if ratio is not None:
         lines.append(f"pipeline / serial:      {ratio:.2f}")
+    ratio = result.get("openvino_vs_torch")
+    if ratio is not None:
+        lines.append(f"openvino / torch model: {ratio:.2f}")
     lines.append(f"pipeline bound by:      {result.get('pipeline_bound')}")
     lines.append(f"peak RSS (process tree): {result['peak_rss_mb']} MB")
     gpu = result.get("peak_gpu_mb")
@@ -898,6 +923,7 @@ _COLOURS = {
     "decode_planes": (120, 170, 230),
     "encode_planes": (130, 200, 130),
     "model_nchw": (240, 185, 120),
+    "model_openvino": (200, 110, 40),
     "encode": (110, 170, 100),
     "segment": (150, 120, 190),
     "pipeline": (200, 60, 60),

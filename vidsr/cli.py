@@ -153,7 +153,10 @@ def _print_summary(result: Any) -> None:
     click.echo(f"{result.input} -> {result.output}", err=True)
     click.echo(
         f"{result.frames} frames in {result.seconds:.1f} s ({result.fps:.2f} fps), "
-        f"{result.model} on {result.device} {result.precision}, "
+        f"{result.model} on {result.device} {result.precision}"
+        + (f" ({result.runtime})" if result.runtime != "torch" else "")
+        + (f", {result.reused:.0%} of tiles reused" if result.reused is not None else "")
+        + ", "
         f"batch {result.batch_size}"
         + (f", lanes {result.lanes}" if result.lanes > 1 else "")
         + (

@@ -375,6 +375,7 @@ def _model_panels(rgb: Any, settings: Settings, common: float, stamp: str) -> li
             tile=settings.tile,
             tile_pad=settings.tile_pad,
             denoise_strength=strength,
+            runtime="openvino" if settings.runtime == "openvino" else "torch",  # auto: one frame
         )
         with torch.inference_mode():
             out = upscale_pixels(up, pixels, common)
@@ -495,12 +496,26 @@ def doctor_report() -> dict[str, Any]:
     report["torch"] = _check_torch(problems, advice)
     report["ffmpeg"] = _check_ffmpeg(problems)
     report["pyav"] = _check_pyav(problems, advice, bool(report["torch"].get("cuda_available")))
+    report["openvino"] = _check_openvino(advice)
     report["cache"] = _check_cache(problems)
     report["models"] = _check_models(problems, advice) if report["torch"]["ok"] else []
     report["problems"] = problems
     report["advice"] = advice
     report["usable"] = not problems
     return report
+
+
+def _check_openvino(advice: list[str]) -> dict[str, Any]:
+    """The optional OpenVINO runtime (``--runtime openvino``, Intel GPUs) and its devices."""
+    try:
+        import openvino as ov
+    except ImportError:
+        advice.append(
+            "OpenVINO is not installed: pip install 'vidsr[openvino]' runs the model faster "
+            "on the CPU (--runtime auto takes it) and on Intel GPUs"
+        )
+        return {"ok": False}
+    return {"ok": True, "version": ov.__version__, "devices": list(ov.Core().available_devices)}
 
 
 def _check_torch(problems: list[str], advice: list[str]) -> dict[str, Any]:
@@ -685,6 +700,12 @@ def format_doctor(r: dict[str, Any]) -> str:
                 )
     else:
         lines.append(f"torch:   MISSING ({t.get('error')})")
+    o = r["openvino"]
+    lines.append(
+        f"openvino: {o['version']} (devices {', '.join(o['devices'])})"
+        if o["ok"]
+        else "openvino: not installed (optional: --runtime openvino, Intel GPUs)"
+    )
     f = r["ffmpeg"]
     if f["ok"]:
         known = [c for c in KEY_ENCODERS if c in f["encoders"]]

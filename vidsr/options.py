@@ -41,6 +41,7 @@ COMMANDS = ("upscale", "batch", "bench", "preview")
 #: The values of the auto/on/off switches (``--device-colour``, ``--hw-decode``).
 SWITCH = ("auto", "on", "off")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+RUNTIMES = ("auto", "torch", "openvino")
 BACKENDS = ("local", "ray")
 ORDERS = ("name", "size", "mtime")
 DEINTERLACE = ("off", "auto", "bwdif", "yadif")
@@ -284,13 +285,13 @@ def _unit(v: float) -> str | None:
 
 
 #: The device spellings (``cuda:N`` captures N).
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(?::(\d+))?")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(?::(\d+))?|intel:gpu(?:\.\d+)?")
 
 
 def _device(v: str) -> str | None:
     if DEVICE_PATTERN.fullmatch(v.strip().lower()):
         return None
-    return "must be auto, cpu, cuda or cuda:N"
+    return "must be auto, cpu, cuda, cuda:N or intel:gpu (OpenVINO)"
 
 
 def _devices(v: tuple[str, ...]) -> str | None:
@@ -471,7 +472,23 @@ OPTIONS: tuple[Option, ...] = (
         check=lambda v: None if v else "needs at least one model",
     ),
     _opt(
-        "device", STR, "auto", "auto | cpu | cuda | cuda:N.", _UP | _BENCH | _PREVIEW, check=_device
+        "device",
+        STR,
+        "auto",
+        "auto | cpu | cuda | cuda:N | intel:gpu (an Intel GPU through OpenVINO).",
+        _UP | _BENCH | _PREVIEW,
+        check=_device,
+    ),
+    _opt(
+        "runtime",
+        STR,
+        "auto",
+        "What runs the model: torch, openvino (CPUs and Intel GPUs; pip install "
+        "'vidsr[openvino]'), or auto (OpenVINO on the CPU where installed, for frames of at "
+        "least 320x240: see docs/BENCHMARKS.md; torch otherwise).",
+        _UP | _BENCH | _PREVIEW,
+        choices=RUNTIMES,
+        fingerprint=True,
     ),
     _opt(
         "precision",
@@ -659,6 +676,16 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "Resample an anamorphic source to square pixels at its display aspect.",
         _UP,
+        fingerprint=True,
+    ),
+    _opt(
+        "reuse",
+        STR,
+        "off",
+        "Reuse the model's output for held drawings: exact (tiles whose input is unchanged), "
+        "auto (also within compression noise), off. Runs one lane on the CPU.",
+        _UP,
+        choices=("off", "exact", "auto"),
         fingerprint=True,
     ),
     # --- the output file and its encoding

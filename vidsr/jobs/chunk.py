@@ -102,6 +102,7 @@ def network_key(settings: Settings, device: str | None = None) -> tuple[Any, ...
         settings.tile_pad,
         settings.denoise_strength,
         settings.compile,
+        settings.runtime,
     )
 
 
@@ -119,6 +120,7 @@ def upscaler_for(settings: Settings, device: str | None = None, progress: Any = 
         denoise_strength=settings.denoise_strength,
         compile=settings.compile,
         progress=progress,
+        runtime=settings.runtime if settings.runtime != "auto" else "torch",
     )
 
 
@@ -135,6 +137,8 @@ class ChunkResult:
     encoder_cpu_seconds: float = 0.0  # CPU-seconds the encoder process used for this chunk
     encode_workers: int = 1  # chunks that were being encoded at once (set by the executor)
     nvdec: bool = False  # whether NVDEC really decoded it (not asked, or fell back: False)
+    tiles: int = 0  # held-frame reuse: tiles looked at, and reused
+    reused: int = 0
 
 
 def _local_slots(settings: Settings) -> int:
@@ -196,6 +200,8 @@ def run_chunk(
     in_h, in_w = task.input_size
     bs = settings.batch_size or batch_size(upscaler, in_h, in_w, sharers=share)
     lanes = settings.lanes or auto_lanes(upscaler.device, in_h, in_w, scale=upscaler.net_scale)
+    if getattr(upscaler, "runtime", "torch") == "openvino":
+        lanes = 1  # OpenVINO runs one frame on every thread itself (docs/BENCHMARKS.md)
     started = False
 
     def frames_done(n: int) -> None:
@@ -207,6 +213,7 @@ def run_chunk(
             testing_pause("chunk")  # a test kills the process here, mid-chunk
 
     out_dtype = np.dtype(np.uint16 if v.bit_depth > 8 else np.uint8)
+    held, offset = held_frames(task, upscaler)
     seg = upscale_segment(
         frames,
         shm_sharers=sharers * _local_slots(settings),
@@ -218,6 +225,8 @@ def run_chunk(
         device_colour=colour,
         on_frames=frames_done,
         times=times,
+        held=held,
+        index_offset=offset,
     )
     if not settings.ignore_errors and seg.frames != task.chunk.frames:
         raise PipelineError(
@@ -237,7 +246,25 @@ def run_chunk(
         damaged,
         precision=upscaler.precision_name,
         batch_size=bs,
-        lanes=lanes if upscaler.device.type == "cpu" else 1,
+        lanes=lanes if upscaler.device.type == "cpu" and held is None else 1,
         encoder_cpu_seconds=seg.encoder_cpu_seconds,
         nvdec=bool(getattr(frames, "hw_used", False)),
+        tiles=seg.tiles,
+        reused=seg.reused,
     )
+
+
+def held_frames(task: ChunkTask, upscaler: Any) -> tuple[Any, int]:
+    """The chunk's held-frame cache (None with ``--reuse off``), and how far its frames'
+    indices run ahead of their output indices (decoded source frames are indexed from the
+    file's first frame, filtered ones by output frame)."""
+    from vidsr.pipeline.reuse import HeldFrames, receptive_margin, threshold_for
+
+    threshold = threshold_for(task.settings.reuse)
+    if threshold is None:
+        return None, 0
+    net = upscaler.net
+    held = HeldFrames(threshold, receptive_margin(net.module, net.arch), upscaler.net_scale)
+    filtered = task.filters is not None and task.filters.active
+    offset = 0 if filtered or task.span is None else task.span.start - task.chunk.start
+    return held, offset

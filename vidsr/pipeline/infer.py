@@ -28,7 +28,11 @@ def resolve_device(spec: str) -> torch.device:
     spec = spec.strip().lower()
     m = DEVICE_PATTERN.fullmatch(spec)
     if not m:
-        raise UsageError(f"{opt('device')} must be auto, cpu, cuda or cuda:N, not {spec!r}")
+        raise UsageError(
+            f"{opt('device')} must be auto, cpu, cuda, cuda:N or intel:gpu, not {spec!r}"
+        )
+    if spec == "cpu" or spec.startswith("intel:"):  # an Intel GPU: tensors stay on the host
+        return torch.device("cpu")
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
@@ -92,6 +96,15 @@ def scaled_size(
     return h, w
 
 
+def resize_output(out: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """The network's (clamped) output resized to ``size`` = (height, width) - antialiased
+    bicubic, clamped again - where that differs from its own size."""
+    if size is not None and tuple(out.shape[-2:]) != tuple(size):
+        out = F.interpolate(out, size=tuple(size), mode="bicubic", antialias=True)
+        out = out.clamp_(0.0, 1.0)
+    return out
+
+
 class NonFiniteOutput(RuntimeError):
     """The network gave NaN or Inf (an fp16 overflow): the caller may retry in fp32."""
 
@@ -130,6 +143,8 @@ class Upscaler:
         # (module, dtype, autocast), swapped as one: a thread mid-forward keeps its own triple
         self._exec: tuple[Any, torch.dtype, bool] = (module, dtype, autocast)
         self.memory = MemoryState()
+        self.runtime = "torch"  # or "openvino": the module is then an OpenVINOModule
+        self.runtime_precision = ""  # OpenVINO's precision (the tensors stay fp32)
 
     @property
     def module(self) -> Any:
@@ -148,6 +163,13 @@ class Upscaler:
         (threads mid-forward finish with the old ones; a compiled module is not compiled
         again), and what was measured at the old precision is measured again."""
         with _SWITCHING:
+            if self.runtime == "openvino":
+                if self.runtime_precision != "fp32":
+                    self._exec = (self.module.with_precision("fp32"), torch.float32, False)
+                    self.runtime_precision = "fp32"
+                    self.memory.tiled.clear()
+                    self.memory.frame_bytes.clear()
+                return
             if self.dtype == torch.float32 and not self._exec[2]:
                 return
             module = copy.deepcopy(self.net.module).to(dtype=torch.float32)
@@ -159,7 +181,7 @@ class Upscaler:
 
     @property
     def precision_name(self) -> str:
-        return precision_name(self.dtype)
+        return self.runtime_precision or precision_name(self.dtype)
 
     @torch.inference_mode()
     def __call__(
@@ -176,11 +198,7 @@ class Upscaler:
         out = out.float()
         if check_finite and not bool(torch.isfinite(out).all()):
             raise NonFiniteOutput(f"the network gave NaN or Inf at {self.precision_name}")
-        out = out.clamp_(0.0, 1.0)
-        if size is not None and tuple(out.shape[-2:]) != tuple(size):
-            out = F.interpolate(out, size=tuple(size), mode="bicubic", antialias=True)
-            out = out.clamp_(0.0, 1.0)
-        return out
+        return resize_output(out.clamp_(0.0, 1.0), size)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         module, dtype, autocast = self._exec
@@ -236,13 +254,33 @@ def build_upscaler(
     denoise_strength: float | None = None,
     compile: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    runtime: str = "torch",
 ) -> Upscaler:
     """Load ``model`` and place it on ``device`` at ``precision`` (both resolved here by the
-    device and precision rules). Callers with run settings use
+    device and precision rules), run by torch or (``runtime="openvino"``, and always on an
+    Intel GPU) by OpenVINO. Callers with run settings use
     :func:`vidsr.jobs.chunk.upscaler_for`."""
+    intel = device.strip().lower().startswith("intel:")
     dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
+    if intel and precision == "auto":
+        precision = "fp16"  # an Intel GPU's own precision (OpenVINO's default there)
+    dtype = torch.float32 if intel else resolve_precision(precision, dev)
     net = load_network(model, denoise_strength=denoise_strength, progress=progress)
+    if runtime == "openvino" or intel:
+        from vidsr.pipeline import openvino
+
+        openvino.check_device(device)
+        if compile:
+            raise UsageError(f"{opt('compile')} is torch's: leave it out with OpenVINO")
+        if precision == "fp16" and not intel:
+            resolve_precision(precision, dev)  # refused on the CPU, as with torch
+        upscaler = Upscaler(net, device=dev, dtype=torch.float32, tile=tile, tile_pad=tile_pad)
+        name = precision if precision in ("bf16", "fp16") else "fp32"
+        upscaler.module = openvino.OpenVINOModule(
+            net.module, device=openvino.target(device), precision=name
+        )
+        upscaler.runtime, upscaler.runtime_precision = "openvino", name
+        return upscaler
     upscaler = Upscaler(net, device=dev, dtype=dtype, tile=tile, tile_pad=tile_pad)
     if compile:
         upscaler.module = compiled(upscaler.module)

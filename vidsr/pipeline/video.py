@@ -36,6 +36,8 @@ class SegmentResult:
     stages: dict[str, StageStats]
     damaged: list[str] = field(default_factory=list)
     encoder_cpu_seconds: float = 0.0
+    tiles: int = 0  # held-frame reuse: tiles looked at, and reused
+    reused: int = 0
 
 
 def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -107,6 +109,8 @@ def upscale_segment(
     on_frames: Callable[[int], None] | None = None,
     times: Mapping[int, int] | None = None,
     shm_sharers: int = 1,
+    held: Any = None,
+    index_offset: int = 0,
 ) -> SegmentResult:
     """Run decoded ``frames`` (an iterable of objects with ``.rgb`` (H, W, 3) uint8/uint16
     and ``.pts``) through the model into an encoder process writing ``encoder_kwargs``.
@@ -122,7 +126,9 @@ def upscale_segment(
     receives YUV planes (when its ``output`` is). ``on_frames(n)`` is called after each batch
     is handed to the encoder. ``times`` maps a frame's index to its output time (default: its
     own ``pts``). ``shm_sharers``: how many segments this machine runs at once (their encoder
-    rings share /dev/shm).
+    rings share /dev/shm). ``held``: a :class:`~vidsr.pipeline.reuse.HeldFrames` cache
+    (held-frame reuse; one lane), a frame's output index being its ``index`` less
+    ``index_offset``.
     """
     from vidsr.pipeline.step import PinnedPool, ResilientStep
 
@@ -133,7 +139,7 @@ def upscale_segment(
     device = upscaler.device
     cuda = device.type == "cuda"
     batch_size = max(1, settings.batch_size)
-    lanes = max(1, settings.lanes) if not cuda else 1
+    lanes = max(1, settings.lanes) if not cuda and held is None else 1
     producer = ProducerThread(frames, maxsize=max(4, 2 * batch_size * lanes), stats=decode)
     if dc is not None and dc.output is not None:
         # The ring holds packed Y, U, V planes in the encoder's own format.
@@ -151,7 +157,7 @@ def upscale_segment(
         shm_sharers=shm_sharers,
     )
     pool = PinnedPool(device=device) if cuda else None
-    device_step = _DeviceStep(device, dc, out_shape, out_dtype, pool)
+    device_step = _DeviceStep(device, dc, out_shape, out_dtype, pool, held, index_offset)
     written = 0
     encoder_cpu = 0.0
     lane_seconds: list[float] = []  # appended from the lanes (list.append is atomic)
@@ -202,9 +208,11 @@ def upscale_segment(
     # Busy time of the stage: the lanes' summed working time shared over the lanes.
     infer_stats.busy_seconds = sum(lane_seconds) / lanes
     damaged = list(getattr(frames, "errors", []) or [])
+    reuse = held.stats if held is not None else None
     return SegmentResult(
-        written, {"decode": decode, "infer": infer_stats, "encode": encode}, damaged, encoder_cpu
-    )
+        written, {"decode": decode, "infer": infer_stats, "encode": encode}, damaged, encoder_cpu,
+        tiles=reuse.tiles if reuse else 0, reused=reuse.reused if reuse else 0,
+    )  # fmt: skip
 
 
 def _frame_size(frame: Any) -> tuple[int, int]:
@@ -242,9 +250,12 @@ class _DeviceStep:
         out_shape: tuple[int, int, int],
         out_dtype: np.dtype,
         pool: Any,
+        held: Any = None,
+        index_offset: int = 0,
     ) -> None:
         self.device, self.dc, self.out_shape, self.out_dtype = device, dc, out_shape, out_dtype
         self.pool = pool
+        self.held, self.index_offset = held, index_offset
         self.peak = float(np.iinfo(out_dtype).max)
 
     def upload(self, host: np.ndarray) -> torch.Tensor:
@@ -275,7 +286,14 @@ class _DeviceStep:
         # On the model's GPU whatever this thread's current device is (copies, kernels, events)
         on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
         with torch.inference_mode(), on_device:
-            y = net(self.model_input(batch), self.out_shape[:2])
+            x = self.model_input(batch)
+            if self.held is not None:
+                from vidsr.pipeline.infer import resize_output
+
+                first = batch[0].index - self.index_offset
+                y = resize_output(self.held.run(x, batch, first, net), self.out_shape[:2])
+            else:
+                y = net(x, self.out_shape[:2])
             if dc is not None and dc.output is not None:
                 out = rgb_to_planes(y, dc.output, matrix=dc.out_matrix, colour_range=dc.out_range)
             else:

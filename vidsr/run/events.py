@@ -32,6 +32,8 @@ class UpscaleResult:
     damaged: list[str] = field(default_factory=list)
     lanes: int = 1
     encode_workers: int = 1
+    runtime: str = "torch"
+    reused: float | None = None  # held-frame reuse: the share of tiles reused (None: off)
 
     @property
     def fps(self) -> float:
@@ -52,6 +54,8 @@ class UpscaleResult:
             "model": self.model,
             "device": self.device,
             "precision": self.precision,
+            "runtime": self.runtime,
+            "reused_tiles": self.reused,
             "batch_size": self.batch_size,
             "lanes": self.lanes,
             "encode_workers": self.encode_workers,

@@ -136,6 +136,18 @@ def weights_digest_for(executor: Any, settings: Settings) -> str:
     return _DIGESTS[key]
 
 
+def _chunk_unit(plan: VideoPlan) -> int:
+    """Chunks start at multiples of this many output frames: field repair's unit, and with
+    held-frame reuse also the cache's period (so chunks start with it empty, as one pass
+    has it there)."""
+    import math
+
+    from vidsr.pipeline.reuse import PERIOD
+
+    unit = plan.source.timeline.unit
+    return math.lcm(unit, PERIOD) if plan.settings.reuse != "off" else unit
+
+
 def open_job_state(plan: VideoPlan, executor: Any) -> JobState:
     """The job's work folder, resumed or new: refused (``JobStateError``) when it holds a job
     for another source or for settings that would give other output bytes."""
@@ -148,7 +160,7 @@ def open_job_state(plan: VideoPlan, executor: Any) -> JobState:
         src.timeline.time_base,
         chunk_frames=s.chunk_frames,
         chunk_seconds=s.chunk_seconds,
-        unit=src.timeline.unit,
+        unit=_chunk_unit(plan),
     )
     prints = fingerprint(
         s,
@@ -205,6 +217,8 @@ class _Tally:
         self.used.setdefault("batch_size", res.batch_size)
         self.used.setdefault("lanes", res.lanes)
         self.used["encode_workers"] = max(self.used.get("encode_workers", 1), res.encode_workers)
+        self.used["tiles"] = self.used.get("tiles", 0) + res.tiles
+        self.used["reused"] = self.used.get("reused", 0) + res.reused
         self.emit(ChunkDone(res.index, chunk.start, chunk.end, res.frames, res.worker))
 
     def result(self, frames: int) -> UpscaleResult:
@@ -222,6 +236,12 @@ class _Tally:
             self.damaged,
             lanes=self.used.get("lanes", 1),
             encode_workers=self.used.get("encode_workers", 1),
+            runtime=s.runtime,
+            reused=(
+                round(self.used["reused"] / self.used["tiles"], 4)
+                if self.used.get("tiles")
+                else None
+            ),
         )
 
 

@@ -168,6 +168,10 @@ def plan_video(
         or default_output(input_path, settings.model, label_scale(settings))
     )
     source, settings = plan_source(info, settings, out.suffix)
+    from vidsr.run.resolve import resolve_runtime
+
+    runtime = resolve_runtime(settings, (source.width, source.height), device_type or "cpu")
+    settings = settings.replace(runtime=runtime)
     ow, oh, sar = output_geometry(info, settings, (source.width, source.height))
     settings = encoder_settings(settings, info, device_type, (ow, oh))
     supported = encoder_pix_fmts(settings.codec)  # UsageError for an unknown encoder

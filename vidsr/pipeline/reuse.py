@@ -1,0 +1,193 @@
+"""Held-frame reuse (``--reuse off|exact|auto``): anime holds drawings for two or three frames
+and shots for seconds; the model need not compute again what it computed from the same input.
+
+Each frame is cut into ``TILE`` x ``TILE`` tiles. A tile's output depends only on the input
+within the network's receptive field around it (:func:`receptive_margin`: SRVGGNetCompact's
+3x3 convolutions reach one pixel each; RRDBNet's reach is the whole frame, so there the whole
+frame is one tile). The input that produced each tile's cached output - the tile plus that
+margin - is kept; a new frame's tile is reused when its input equals that one (``exact``), or
+differs by at most ``threshold`` levels anywhere in it (``auto``: compression noise on a held
+drawing). Comparing with the input that made the cache, never with the previous frame, keeps
+noise from adding up over a long hold.
+
+Changed tiles, each with its margin, go through the model together (one batch per crop
+shape); their centres are pasted over the cached output. A frame with at least ``FULL_SHARE``
+of its tiles changed - a scene cut, a pan - runs whole, as without reuse, and replaces the
+cache. The cache starts empty at every ``PERIOD``-th output frame (counted from the run's first
+frame); chunks start at such frames, so a chunked run gives the output of one pass.
+
+Exactness: a reused tile is the very output computed before from the same input (``exact``);
+computing changed tiles apart from the rest gives the same values up to float rounding (the
+network sees the same pixels within its reach), measured in docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Tile edge, in input pixels.
+TILE = 64
+#: Share of changed tiles from which a frame runs whole.
+FULL_SHARE = 0.5
+#: The cache starts empty every PERIOD output frames (chunks start at multiples of it).
+PERIOD = 48
+#: ``--reuse auto``'s threshold, in 8-bit levels (docs/BENCHMARKS.md: the speed/PSNR curve).
+AUTO_THRESHOLD = 6
+
+
+def receptive_margin(module: torch.nn.Module, arch: str) -> int | None:
+    """How far (input pixels) the network's output depends on its input around a pixel:
+    SRVGGNetCompact's convolutions (the sum of their half kernels, times dilation), None for
+    architectures whose reach is the whole frame (RRDBNet: reuse of whole frames only)."""
+    if arch != "SRVGGNetCompact":
+        return None
+    reach = 0
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            k = max(layer.kernel_size)
+            reach += (k // 2) * max(layer.dilation)
+    return reach
+
+
+def threshold_for(mode: str) -> int | None:
+    """The largest difference (8-bit levels) a reused tile may have; None: reuse is off."""
+    return {"exact": 0, "auto": AUTO_THRESHOLD}.get(mode)
+
+
+@dataclass
+class ReuseStats:
+    """Tiles looked at and tiles reused, over a segment."""
+
+    tiles: int = 0
+    reused: int = 0
+
+
+@dataclass
+class HeldFrames:
+    """One segment's cache (frames come in order). ``threshold``: levels (0: exact);
+    ``margin``: the receptive field (None: whole frames)."""
+
+    threshold: int
+    margin: int | None
+    scale: int
+    stats: ReuseStats = field(default_factory=ReuseStats)
+    _refs: dict[tuple[int, int], list[np.ndarray]] = field(default_factory=dict)
+    _canvas: torch.Tensor | None = None
+
+    def tiles(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
+        """(y0, y1, x0, x1) of every tile of an h x w frame."""
+        if self.margin is None:
+            return [(0, h, 0, w)]
+        return [
+            (y, min(y + TILE, h), x, min(x + TILE, w))
+            for y in range(0, h, TILE)
+            for x in range(0, w, TILE)
+        ]
+
+    def _region(self, t: tuple[int, int, int, int], h: int, w: int) -> tuple[int, int, int, int]:
+        m = self.margin or 0
+        y0, y1, x0, x1 = t
+        return max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
+
+    def _crops(self, frame: Any, region: tuple[int, int, int, int]) -> list[np.ndarray]:
+        """Copies of the frame's samples in ``region`` (RGB, or each YUV plane at its own
+        size: chroma subsampled by 2 where the plane is smaller)."""
+        y0, y1, x0, x1 = region
+        planes = getattr(frame, "planes", None)
+        if planes is None:
+            return [frame.rgb[y0:y1, x0:x1].copy()]
+        full_h, full_w = planes.y.shape[:2]
+        out = []
+        for p in (planes.y, planes.u, planes.v):
+            sy, sx = (2 if p.shape[0] < full_h else 1), (2 if p.shape[1] < full_w else 1)
+            out.append(p[y0 // sy : -(-y1 // sy), x0 // sx : -(-x1 // sx)].copy())
+        return out
+
+    def _same(self, now: list[np.ndarray], ref: list[np.ndarray]) -> bool:
+        if self.threshold == 0:
+            return all(np.array_equal(a, b) for a, b in zip(now, ref, strict=True))
+        limit = self.threshold * (257 if now[0].dtype == np.uint16 else 1)
+        return all(
+            int(np.abs(a.astype(np.int32) - b).max()) <= limit
+            for a, b in zip(now, ref, strict=True)
+        )
+
+    def _plan(
+        self, frame: Any, index: int, h: int, w: int, refs: dict, cached: bool
+    ) -> tuple[list[tuple[int, int, int, int]] | None, int]:
+        """The tiles of ``frame`` (output frame ``index``) to compute (None: the whole frame)
+        and how many are reused; ``refs`` (the inputs behind the cache) updated for the tiles
+        computed. ``cached``: whether a cached output exists to reuse from."""
+        tiles = self.tiles(h, w)
+        now = {t[:3:2]: self._crops(frame, self._region(t, h, w)) for t in tiles}
+        if not cached or index % PERIOD == 0:
+            refs.clear()
+            refs.update(now)
+            return None, 0
+        changed = [t for t in tiles if not self._same(now[t[:3:2]], refs[t[:3:2]])]
+        if len(changed) >= FULL_SHARE * len(tiles):
+            refs.clear()
+            refs.update(now)
+            return None, 0
+        for t in changed:
+            refs[t[:3:2]] = now[t[:3:2]]
+        return changed, len(tiles) - len(changed)
+
+    def run(self, x: torch.Tensor, frames: Sequence[Any], first: int, net: Any) -> torch.Tensor:
+        """The network's output (N, 3, H*s, W*s) for model input ``x`` of ``frames`` (output
+        frames ``first``, ``first + 1`` ...), reusing cached tiles where the plan allows. The
+        cache changes only once the whole batch has run (a batch retried after running out
+        of memory plans again from the same cache)."""
+        n, _, h, w = x.shape
+        refs = dict(self._refs)
+        cached = self._canvas is not None
+        plans, reused = [], 0
+        for i, f in enumerate(frames):
+            p, r = self._plan(f, first + i, h, w, refs, cached)
+            plans.append(p)
+            reused += r
+            cached = True
+        whole = [i for i, p in enumerate(plans) if p is None]
+        full = net(x[whole]) if whole else None
+        canvas = self._canvas.clone() if self._canvas is not None else None
+        outs: list[torch.Tensor] = []
+        for i, p in enumerate(plans):
+            if p is None:
+                canvas = full[whole.index(i)].clone()  # type: ignore[index]
+            elif p:
+                self._paste(x[i], p, net, canvas)  # type: ignore[arg-type]
+            outs.append(canvas.clone())  # type: ignore[union-attr]
+        self._refs, self._canvas = refs, canvas
+        self.stats.tiles += n * len(self.tiles(h, w))
+        self.stats.reused += reused
+        return torch.stack(outs)
+
+    def _paste(
+        self,
+        x: torch.Tensor,
+        tiles: list[tuple[int, int, int, int]],
+        net: Any,
+        canvas: torch.Tensor,
+    ) -> None:
+        """Compute ``tiles`` of one frame (each with its margin; one batch per crop shape) and
+        paste their centres over ``canvas`` (the cached output)."""
+        _, h, w = x.shape
+        s = self.scale
+        by_shape: dict[tuple[int, int], list[Any]] = {}
+        for t in tiles:
+            r = self._region(t, h, w)
+            by_shape.setdefault((r[1] - r[0], r[3] - r[2]), []).append((t, r))
+        for group in by_shape.values():
+            batch = torch.stack([x[:, r[0] : r[1], r[2] : r[3]] for _, r in group])
+            out = net(batch)
+            for k, (t, r) in enumerate(group):
+                oy, ox = (t[0] - r[0]) * s, (t[2] - r[2]) * s
+                th, tw = (t[1] - t[0]) * s, (t[3] - t[2]) * s
+                canvas[:, t[0] * s : t[1] * s, t[2] * s : t[3] * s] = out[
+                    k, :, oy : oy + th, ox : ox + tw
+                ]
