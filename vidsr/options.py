@@ -683,7 +683,7 @@ OPTIONS: tuple[Option, ...] = (
         STR,
         "off",
         "Reuse the model's output for held drawings: exact (tiles whose input is unchanged), "
-        "auto (also within compression noise), off. Runs one lane on the CPU.",
+        "auto (also within compression noise), off.",
         _UP,
         choices=("off", "exact", "auto"),
         fingerprint=True,

@@ -246,7 +246,7 @@ def run_chunk(
         damaged,
         precision=upscaler.precision_name,
         batch_size=bs,
-        lanes=lanes if upscaler.device.type == "cpu" and held is None else 1,
+        lanes=lanes if upscaler.device.type == "cpu" else 1,
         encoder_cpu_seconds=seg.encoder_cpu_seconds,
         nvdec=bool(getattr(frames, "hw_used", False)),
         tiles=seg.tiles,

@@ -93,8 +93,9 @@ class OpenVINOModule:
         hint = _HINTS.get(self.precision, "f32")
         out: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if self.device == "CPU":
-            # Not pinned: the encoder process shares these cores; pinned, OpenVINO ran 1.12x
-            # torch end to end at 640x480 here, unpinned 1.41x (docs/BENCHMARKS.md).
+            # One stream on every thread (two streams under two lanes measured the same here),
+            # not pinned: the encoder process shares these cores (pinned: 1.12x torch end to
+            # end at 640x480 in one A/B, unpinned 1.41x; docs/BENCHMARKS.md).
             out |= {
                 "INFERENCE_NUM_THREADS": self.threads,
                 "NUM_STREAMS": 1,

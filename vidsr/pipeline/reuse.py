@@ -23,7 +23,7 @@ network sees the same pixels within its reach), measured in docs/BENCHMARKS.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +119,7 @@ class HeldFrames:
 
     def _plan(
         self, frame: Any, index: int, h: int, w: int, refs: dict, cached: bool
-    ) -> tuple[list[tuple[int, int, int, int]] | None, int]:
+    ) -> tuple[list[tuple[int, int, int, int]] | None, int]:  # refs: updated in place
         """The tiles of ``frame`` (output frame ``index``) to compute (None: the whole frame)
         and how many are reused; ``refs`` (the inputs behind the cache) updated for the tiles
         computed. ``cached``: whether a cached output exists to reuse from."""
@@ -138,56 +138,93 @@ class HeldFrames:
             refs[t[:3:2]] = now[t[:3:2]]
         return changed, len(tiles) - len(changed)
 
-    def run(self, x: torch.Tensor, frames: Sequence[Any], first: int, net: Any) -> torch.Tensor:
-        """The network's output (N, 3, H*s, W*s) for model input ``x`` of ``frames`` (output
-        frames ``first``, ``first + 1`` ...), reusing cached tiles where the plan allows. The
-        cache changes only once the whole batch has run (a batch retried after running out
-        of memory plans again from the same cache)."""
-        n, _, h, w = x.shape
-        refs = dict(self._refs)
-        cached = self._canvas is not None
-        plans, reused = [], 0
-        for i, f in enumerate(frames):
-            p, r = self._plan(f, first + i, h, w, refs, cached)
-            plans.append(p)
-            reused += r
+    def planned(self, frames: Iterator[Any], offset: int = 0) -> Iterator[Planned]:
+        """``frames`` (in order) each with its plan: the tiles to compute, or None for the
+        whole frame. Plans depend on the inputs only, so they are made here, in order, and the
+        frames can then run in any lane; ``offset``: a frame's ``index`` less its output
+        index."""
+        cached = False
+        for f in frames:
+            h, w = _size(f)
+            tiles, reused = self._plan(f, f.index - offset, h, w, self._refs, cached)
             cached = True
-        whole = [i for i, p in enumerate(plans) if p is None]
-        full = net(x[whole]) if whole else None
-        canvas = self._canvas.clone() if self._canvas is not None else None
-        outs: list[torch.Tensor] = []
-        for i, p in enumerate(plans):
-            if p is None:
-                canvas = full[whole.index(i)].clone()  # type: ignore[index]
-            elif p:
-                self._paste(x[i], p, net, canvas)  # type: ignore[arg-type]
-            outs.append(canvas.clone())  # type: ignore[union-attr]
-        self._refs, self._canvas = refs, canvas
-        self.stats.tiles += n * len(self.tiles(h, w))
-        self.stats.reused += reused
-        return torch.stack(outs)
+            self.stats.tiles += len(self.tiles(h, w))
+            self.stats.reused += reused
+            yield Planned(f, tiles)
 
-    def _paste(
-        self,
-        x: torch.Tensor,
-        tiles: list[tuple[int, int, int, int]],
-        net: Any,
-        canvas: torch.Tensor,
-    ) -> None:
-        """Compute ``tiles`` of one frame (each with its margin; one batch per crop shape) and
-        paste their centres over ``canvas`` (the cached output)."""
+    def compute(self, x: torch.Tensor, frames: Sequence[Planned], net: Any) -> HeldParts:
+        """What the model must compute for a batch (``x``: its model input): the whole frames
+        in one call, each other frame's changed tiles with their margins (one call per crop
+        shape). Nothing here depends on other batches: lanes may run batches at once."""
+        whole = [i for i, f in enumerate(frames) if f.tiles is None]
+        full = net(x[whole]) if whole else None
+        items: list[tuple[str, Any]] = []
+        for i, f in enumerate(frames):
+            if f.tiles is None:
+                items.append(("whole", full[whole.index(i)]))  # type: ignore[index]
+            elif f.tiles:
+                items.append(("tiles", self._tiles_out(x[i], f.tiles, net)))
+            else:
+                items.append(("held", None))
+        return HeldParts(items)
+
+    def compose(self, item: tuple[str, Any]) -> torch.Tensor:
+        """The frame's whole output (3, H*s, W*s) from its computed part and the cache, which
+        it updates: called for every frame in order."""
+        kind, data = item
+        if kind == "whole":
+            self._canvas = data
+        elif kind == "tiles":
+            s = self.scale
+            for t, out in data:  # in place: the previous frame's output was copied out
+                self._canvas[:, t[0] * s : t[1] * s, t[2] * s : t[3] * s] = out  # type: ignore[index]
+        assert self._canvas is not None, "a held frame before any computed one"
+        return self._canvas  # read-only for the caller: the next frames build on it
+
+    def _tiles_out(
+        self, x: torch.Tensor, tiles: list[tuple[int, int, int, int]], net: Any
+    ) -> list[tuple[tuple[int, int, int, int], torch.Tensor]]:
+        """Each of ``tiles`` of one frame computed with its margin (one batch per crop
+        shape): (tile, its output)."""
         _, h, w = x.shape
         s = self.scale
         by_shape: dict[tuple[int, int], list[Any]] = {}
         for t in tiles:
             r = self._region(t, h, w)
             by_shape.setdefault((r[1] - r[0], r[3] - r[2]), []).append((t, r))
+        out: list[tuple[tuple[int, int, int, int], torch.Tensor]] = []
         for group in by_shape.values():
-            batch = torch.stack([x[:, r[0] : r[1], r[2] : r[3]] for _, r in group])
-            out = net(batch)
+            y = net(torch.stack([x[:, r[0] : r[1], r[2] : r[3]] for _, r in group]))
             for k, (t, r) in enumerate(group):
                 oy, ox = (t[0] - r[0]) * s, (t[2] - r[2]) * s
                 th, tw = (t[1] - t[0]) * s, (t[3] - t[2]) * s
-                canvas[:, t[0] * s : t[1] * s, t[2] * s : t[3] * s] = out[
-                    k, :, oy : oy + th, ox : ox + tw
-                ]
+                out.append((t, y[k, :, oy : oy + th, ox : ox + tw]))
+        return out
+
+
+@dataclass
+class HeldParts:
+    """A batch's computed parts, one per frame: ``("whole", output)``, ``("tiles", [(tile,
+    output)])`` or ``("held", None)``; :meth:`HeldFrames.compose` makes the frames.
+    ``finished``: the whole frames' positions and their output, finished in the lane that
+    computed them (the step's own result: an array or a pending download)."""
+
+    items: list[tuple[str, Any]]
+    finished: tuple[list[int], Any] | None = None
+
+
+class Planned:
+    """A decoded frame and its reuse plan (``tiles``: None for the whole frame); reads as
+    the frame otherwise."""
+
+    def __init__(self, frame: Any, tiles: list[tuple[int, int, int, int]] | None) -> None:
+        self.frame, self.tiles = frame, tiles
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.frame, name)
+
+
+def _size(frame: Any) -> tuple[int, int]:
+    planes = getattr(frame, "planes", None)
+    arr = planes.y if planes is not None else frame.rgb
+    return int(arr.shape[0]), int(arr.shape[1])

@@ -139,7 +139,7 @@ def upscale_segment(
     device = upscaler.device
     cuda = device.type == "cuda"
     batch_size = max(1, settings.batch_size)
-    lanes = max(1, settings.lanes) if not cuda and held is None else 1
+    lanes = max(1, settings.lanes) if not cuda else 1
     producer = ProducerThread(frames, maxsize=max(4, 2 * batch_size * lanes), stats=decode)
     if dc is not None and dc.output is not None:
         # The ring holds packed Y, U, V planes in the encoder's own format.
@@ -157,7 +157,7 @@ def upscale_segment(
         shm_sharers=shm_sharers,
     )
     pool = PinnedPool(device=device) if cuda else None
-    device_step = _DeviceStep(device, dc, out_shape, out_dtype, pool, held, index_offset)
+    device_step = _DeviceStep(device, dc, out_shape, out_dtype, pool, held)
     written = 0
     encoder_cpu = 0.0
     lane_seconds: list[float] = []  # appended from the lanes (list.append is atomic)
@@ -175,7 +175,8 @@ def upscale_segment(
 
     lanes_pool = Lanes(run_batch, lanes, threads_per_lane(lanes)) if lanes > 1 else None
     try:
-        batches = _batches(iter(producer), batch_size)
+        source = iter(producer) if held is None else held.planned(iter(producer), index_offset)
+        batches = _batches(source, batch_size)
         if lanes_pool:
             done: Iterator[tuple[list[Any], list[Any]]] = lanes_pool.map(batches)
         else:
@@ -184,6 +185,8 @@ def upscale_segment(
             infer_stats.frames += len(batch)
             frames_iter = iter(batch)
             for part in parts:
+                if held is not None:  # the frames made in order from their parts and the cache
+                    part = device_step.compose(held, part)
                 pixels = part.array() if hasattr(part, "array") else part
                 for row in pixels:
                     frame = next(frames_iter)
@@ -213,6 +216,16 @@ def upscale_segment(
         written, {"decode": decode, "infer": infer_stats, "encode": encode}, damaged, encoder_cpu,
         tiles=reuse.tiles if reuse else 0, reused=reuse.reused if reuse else 0,
     )  # fmt: skip
+
+
+def _take(part: Any) -> Any:
+    """A step's result on the host: a pending download waited for, copied out and its
+    buffer given back."""
+    if part is None or not hasattr(part, "array"):
+        return part
+    out = part.array().copy()
+    part.release()
+    return out
 
 
 def _frame_size(frame: Any) -> tuple[int, int]:
@@ -251,11 +264,10 @@ class _DeviceStep:
         out_dtype: np.dtype,
         pool: Any,
         held: Any = None,
-        index_offset: int = 0,
     ) -> None:
         self.device, self.dc, self.out_shape, self.out_dtype = device, dc, out_shape, out_dtype
         self.pool = pool
-        self.held, self.index_offset = held, index_offset
+        self.held = held
         self.peak = float(np.iinfo(out_dtype).max)
 
     def upload(self, host: np.ndarray) -> torch.Tensor:
@@ -280,27 +292,57 @@ class _DeviceStep:
         return x.permute(0, 3, 1, 2).to(torch.float32).div_(float(np.iinfo(host.dtype).max))
 
     def __call__(self, batch: Sequence[Any], net: Any) -> Any:
-        from vidsr.media.colour import rgb_to_planes
-
-        dc = self.dc
         # On the model's GPU whatever this thread's current device is (copies, kernels, events)
         on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
         with torch.inference_mode(), on_device:
             x = self.model_input(batch)
-            if self.held is not None:
-                from vidsr.pipeline.infer import resize_output
+            if self.held is not None:  # only what changed: the frames are made in order
+                return self._held_step(x, batch, net)
+            return self.finish(net(x, self.out_shape[:2]))
 
-                first = batch[0].index - self.index_offset
-                y = resize_output(self.held.run(x, batch, first, net), self.out_shape[:2])
-            else:
-                y = net(x, self.out_shape[:2])
-            if dc is not None and dc.output is not None:
-                out = rgb_to_planes(y, dc.output, matrix=dc.out_matrix, colour_range=dc.out_range)
-            else:
-                q = y.mul_(self.peak).round_()
-                q = q.to(torch.uint8) if self.peak <= 255 else q.to(torch.int32).to(torch.int16)
-                out = q.permute(0, 2, 3, 1)  # NHWC: dense, the network's output is channels_last
-            return self.download(out)
+    def _held_step(self, x: torch.Tensor, batch: Sequence[Any], net: Any) -> Any:
+        """(Held-frame reuse) what changed, computed; the whole frames also finished here, in
+        the lane, as without reuse."""
+        from vidsr.pipeline.infer import resize_output
+
+        parts = self.held.compute(x, batch, net)
+        whole = [k for k, (kind, _) in enumerate(parts.items) if kind == "whole"]
+        if whole:
+            y = torch.stack([parts.items[k][1] for k in whole])
+            parts.finished = (whole, self.finish(resize_output(y, self.out_shape[:2])))
+        return parts
+
+    def compose(self, held: Any, parts: Any) -> list[np.ndarray]:
+        """(Held-frame reuse) a batch's frames, in order, from its computed ``parts`` and the
+        cache (which they update): the whole frames as the lane finished them, the others
+        composed and finished here."""
+        from vidsr.pipeline.infer import resize_output
+
+        whole, done = parts.finished or ([], None)
+        ready = _take(done)
+        rows: list[np.ndarray] = []
+        on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
+        with torch.inference_mode(), on_device:
+            for k, item in enumerate(parts.items):
+                y = held.compose(item)
+                if item[0] == "whole":
+                    rows.append(ready[whole.index(k)].copy())
+                else:
+                    rows.append(_take(self.finish(resize_output(y[None], self.out_shape[:2])))[0])
+        return rows
+
+    def finish(self, y: torch.Tensor) -> Any:
+        """The network's output (resized, in [0, 1]) to the encoder's format and the host."""
+        from vidsr.media.colour import rgb_to_planes
+
+        dc = self.dc
+        if dc is not None and dc.output is not None:
+            out = rgb_to_planes(y, dc.output, matrix=dc.out_matrix, colour_range=dc.out_range)
+        else:
+            q = y.mul(self.peak).round_()  # not in place: with reuse, y is the cache
+            q = q.to(torch.uint8) if self.peak <= 255 else q.to(torch.int32).to(torch.int16)
+            out = q.permute(0, 2, 3, 1)  # NHWC: dense, the network's output is channels_last
+        return self.download(out)
 
     def download(self, out: torch.Tensor) -> Any:
         """The result to the host: a :class:`~vidsr.pipeline.step.Pending` copy on CUDA."""
