@@ -36,23 +36,40 @@ from vidsr.settings import make_settings  # noqa: E402
 
 
 def anime_clip(path: Path, w: int, h: int, frames: int, crf: int) -> Path:
-    """Three shots of ``frames // 3`` frames (see the module docstring)."""
+    """Three shots of ``frames // 3`` frames (see the module docstring). Moving parts are
+    overlaid (evaluated per frame; drawbox places its box once)."""
     n = frames // 3
     s = w / 320  # shapes scale with the frame
+
+    def px(v: float) -> int:
+        return round(v * s)
+
+    def box(x: float, y: float, bw: float, bh: float, colour: str, edge: int = 3) -> str:
+        return (
+            f"drawbox=x={px(x)}:y={px(y)}:w={px(bw)}:h={px(bh)}:color={colour}:t=fill,"
+            f"drawbox=x={px(x)}:y={px(y)}:w={px(bw)}:h={px(bh)}:color=black:t={edge}"
+        )
+
+    def sprite(bw: float, bh: float, colour: str) -> str:
+        return (
+            f"color=c=black:size={px(bw)}x{px(bh)}:rate=24,"
+            f"drawbox=x=2:y=2:w={px(bw) - 4}:h={px(bh) - 4}:color={colour}:t=fill"
+        )
+
+    bg = f"color=c={{}}:size={w}x{h}:rate=24,format=yuv420p"
     shots = [
-        f"color=c=0x4a7fbf:size={w}x{h}:rate=24,format=yuv420p,"
-        f"drawbox=x={30 * s:.0f}:y={20 * s:.0f}:w={120 * s:.0f}:h={90 * s:.0f}:color=0xf0d090:t=fill,"
-        f"drawbox=x={30 * s:.0f}:y={20 * s:.0f}:w={120 * s:.0f}:h={90 * s:.0f}:color=black:t=3,"
-        f"drawbox=x='{40 * s:.0f}+{6 * s:.1f}*floor(t*12+0.01)':y={150 * s:.0f}:w={24 * s:.0f}:"
-        f"h={24 * s:.0f}:color=0xe04040:t=fill",
-        f"color=c=0x9bc47a:size={w}x{h}:rate=24,format=yuv420p,"
-        f"drawbox=x={100 * s:.0f}:y={60 * s:.0f}:w={140 * s:.0f}:h={120 * s:.0f}:color=0x603020:t=fill,"
-        f"drawbox=x={100 * s:.0f}:y={60 * s:.0f}:w={140 * s:.0f}:h={120 * s:.0f}:color=black:t=4",
-        f"color=c=0xd8d0c0:size={w}x{h}:rate=24,format=yuv420p,"
-        f"drawbox=x='{20 * s:.0f}+{10 * s:.1f}*floor(t*8+0.01)':y={40 * s:.0f}:w={40 * s:.0f}:"
-        f"h={60 * s:.0f}:color=0x3050a0:t=fill,"
-        f"drawbox=x={200 * s:.0f}:y='{160 * s:.0f}-{5 * s:.1f}*floor(t*8+0.01)':w={50 * s:.0f}:"
-        f"h={30 * s:.0f}:color=0x202020:t=fill",
+        # a ball moving on twos over a held background
+        f"{bg.format('0x4a7fbf')},{box(30, 20, 120, 90, '0xf0d090')}[b];"
+        f"{sprite(24, 24, '0xe04040')}[s];[b][s]overlay=x='{px(40)}+{px(6)}*floor(t*12+0.01)':"
+        f"y={px(150)}:eval=frame:shortest=1",
+        # a shot held still
+        f"{bg.format('0x9bc47a')},{box(100, 60, 140, 120, '0x603020', 4)}",
+        # two shapes moving on threes
+        f"{bg.format('0xd8d0c0')},{box(60, 170, 200, 40, '0x808080')}[b];"
+        f"{sprite(40, 60, '0x3050a0')}[s1];{sprite(50, 30, '0x202020')}[s2];"
+        f"[b][s1]overlay=x='{px(20)}+{px(10)}*floor(t*8+0.01)':y={px(40)}:eval=frame:"
+        f"shortest=1[m];[m][s2]overlay=x={px(200)}:y='{px(160)}-{px(5)}*floor(t*8+0.01)':"
+        "eval=frame:shortest=1",
     ]
     inputs: list[object] = []
     for shot in shots:

@@ -95,8 +95,9 @@ class HeldFrames:
         return max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
 
     def _crops(self, frame: Any, region: tuple[int, int, int, int]) -> list[np.ndarray]:
-        """Copies of the frame's samples in ``region`` (RGB, or each YUV plane at its own
-        size: chroma subsampled by 2 where the plane is smaller)."""
+        """Copies of the frame's samples that the model's input in ``region`` comes from:
+        RGB there, or each YUV plane at its own size - chroma one sample wider on each side
+        where subsampled (upsampling it to RGB reads the next chroma sample)."""
         y0, y1, x0, x1 = region
         planes = getattr(frame, "planes", None)
         if planes is None:
@@ -105,13 +106,24 @@ class HeldFrames:
         out = []
         for p in (planes.y, planes.u, planes.v):
             sy, sx = (2 if p.shape[0] < full_h else 1), (2 if p.shape[1] < full_w else 1)
-            out.append(p[y0 // sy : -(-y1 // sy), x0 // sx : -(-x1 // sx)].copy())
+            ey, ex = sy - 1, sx - 1  # the upsampler's reach, in chroma samples
+            rows = slice(max(0, y0 // sy - ey), -(-y1 // sy) + ey)
+            cols = slice(max(0, x0 // sx - ex), -(-x1 // sx) + ex)
+            out.append(p[rows, cols].copy())
         return out
 
-    def _same(self, now: list[np.ndarray], ref: list[np.ndarray]) -> bool:
-        if self.threshold == 0:
+    def _limit(self, frame: Any) -> int:
+        """The threshold (8-bit levels) in the frame's own sample values: RGB16 spans 65535,
+        YUV planes their bit depth (a p010 sample sits ``shift`` bits up)."""
+        planes = getattr(frame, "planes", None)
+        if planes is not None:
+            layout = planes.layout
+            return round(self.threshold * ((1 << layout.bits) - 1) / 255) << layout.shift
+        return self.threshold * (257 if frame.rgb.dtype == np.uint16 else 1)
+
+    def _same(self, now: list[np.ndarray], ref: list[np.ndarray], limit: int) -> bool:
+        if limit == 0:
             return all(np.array_equal(a, b) for a, b in zip(now, ref, strict=True))
-        limit = self.threshold * (257 if now[0].dtype == np.uint16 else 1)
         return all(
             int(np.abs(a.astype(np.int32) - b).max()) <= limit
             for a, b in zip(now, ref, strict=True)
@@ -129,7 +141,8 @@ class HeldFrames:
             refs.clear()
             refs.update(now)
             return None, 0
-        changed = [t for t in tiles if not self._same(now[t[:3:2]], refs[t[:3:2]])]
+        limit = self._limit(frame)
+        changed = [t for t in tiles if not self._same(now[t[:3:2]], refs[t[:3:2]], limit)]
         if len(changed) >= FULL_SHARE * len(tiles):
             refs.clear()
             refs.update(now)
@@ -193,12 +206,16 @@ class HeldFrames:
             r = self._region(t, h, w)
             by_shape.setdefault((r[1] - r[0], r[3] - r[2]), []).append((t, r))
         out: list[tuple[tuple[int, int, int, int], torch.Tensor]] = []
-        for group in by_shape.values():
-            y = net(torch.stack([x[:, r[0] : r[1], r[2] : r[3]] for _, r in group]))
-            for k, (t, r) in enumerate(group):
-                oy, ox = (t[0] - r[0]) * s, (t[2] - r[2]) * s
-                th, tw = (t[1] - t[0]) * s, (t[3] - t[2]) * s
-                out.append((t, y[k, :, oy : oy + th, ox : ox + tw]))
+        for shape, group in by_shape.items():
+            # no call larger than the whole frame (what the step's memory was sized for)
+            per = max(1, (h * w) // (shape[0] * shape[1]))
+            for i in range(0, len(group), per):
+                part = group[i : i + per]
+                y = net(torch.stack([x[:, r[0] : r[1], r[2] : r[3]] for _, r in part]))
+                for k, (t, r) in enumerate(part):
+                    oy, ox = (t[0] - r[0]) * s, (t[2] - r[2]) * s
+                    th, tw = (t[1] - t[0]) * s, (t[3] - t[2]) * s
+                    out.append((t, y[k, :, oy : oy + th, ox : ox + tw]))
         return out
 
 

@@ -51,7 +51,12 @@ class ResilientStep:
         self.upscaler = upscaler
         self.step = step
         self.key = key
-        self.check = check_first and upscaler.dtype != torch.float32
+        # fp16/bf16 runs check their first batch for NaN (OpenVINO's tensors are fp32 whatever
+        # its inference precision: its own precision counts)
+        reduced = upscaler.dtype != torch.float32 or getattr(
+            upscaler, "runtime_precision", ""
+        ) not in ("", "fp32")
+        self.check = check_first and reduced
 
     @property
     def state(self) -> MemoryState:
@@ -105,9 +110,14 @@ class ResilientStep:
     def _tiled(self, tile: int) -> Upscaler:
         base = self.upscaler
         net = self.state.tiled.get(tile)
-        if net is None or net.dtype != base.dtype:
+        runtime = getattr(base, "runtime", "torch")
+        stale = runtime != "torch" and net is not None and net.module is not base.module
+        if net is None or net.dtype != base.dtype or stale:
             net = Upscaler(base.net, device=base.device, dtype=base.dtype, tile=tile,
                            tile_pad=base.tile_pad)  # fmt: skip
+            if runtime != "torch":  # the same runtime in tiles (OpenVINO stays)
+                net.module = base.module
+                net.runtime, net.runtime_precision = base.runtime, base.runtime_precision
             self.state.tiled[tile] = net
         return net
 

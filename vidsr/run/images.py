@@ -29,7 +29,7 @@ class ImageRun:
 #: Options of video runs that an image run refuses.
 VIDEO_ONLY = (
     "deinterlace", "ivtc", "start", "end", "duration", "crop", "size", "width", "height",
-    "square_pixels",
+    "square_pixels", "reuse",
 )  # fmt: skip
 
 

@@ -168,6 +168,8 @@ def resolve_runtime(settings: Settings, size: tuple[int, int], device_type: str)
         return runtime
     if runtime == "torch" or device_type != "cpu" or getattr(settings, "backend", "") == "ray":
         return "torch"
+    if settings.compile:  # torch.compile is torch's: auto keeps the runtime it asks for
+        return "torch"
     w, h = size
     return "openvino" if openvino.available() and w * h >= OPENVINO_MIN_PIXELS else "torch"
 
