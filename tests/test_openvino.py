@@ -161,3 +161,13 @@ def test_openvino_bf16_hint_and_fp32_fallback() -> None:
     assert up.precision_name == "fp32" and up.runtime == "openvino"
     ref = Upscaler(net, device=torch.device("cpu"), dtype=torch.float32)
     assert float((up(x) - ref(x)).abs().max()) <= 1e-4
+
+
+def test_bench_on_an_absent_intel_gpu_is_refused_in_one_line(capsys) -> None:
+    from vidsr.pipeline.openvino import devices
+
+    if any(d.startswith("GPU") for d in devices()):
+        pytest.skip("this machine has an Intel GPU")
+    code, _, err = run_cli(capsys, "bench", "--device", "intel:gpu", "--size", "64x36",
+                           "--frames", "2")  # fmt: skip
+    assert code != 0 and err.strip().count("\n") == 0 and "OpenVINO finds no GPU" in err

@@ -592,13 +592,19 @@ class _Bench:
         # OpenVINO beside torch on the CPU where it is installed (the "model_openvino" stage);
         # --runtime decides which one the segment and pipeline stages run.
         self.ov_upscaler: Any = None
+        target = openvino.target(settings.device)  # an Intel GPU (--device intel:gpu), or CPU
+        if target != "CPU":
+            openvino.check_device(settings.device)  # refused in one line where absent
         if dev.type == "cpu" and openvino.available() and not settings.compile:
+            name = "bf16" if dtype == torch.bfloat16 else "fp32"
+            if target != "CPU" and settings.precision in ("auto", "fp16"):
+                name = "fp16"  # an Intel GPU's own precision
             self.ov_upscaler = Upscaler(net, device=dev, dtype=torch.float32)
             self.ov_upscaler.module = openvino.OpenVINOModule(
-                net.module, precision="bf16" if dtype == torch.bfloat16 else "fp32"
+                net.module, device=target, precision=name
             )
             self.ov_upscaler.runtime = "openvino"
-            self.ov_upscaler.runtime_precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+            self.ov_upscaler.runtime_precision = name
         self.runtime = resolve_runtime(settings, settings.size, dev.type)
         self.run_upscaler = self.ov_upscaler if self.runtime == "openvino" else self.upscaler
         self.scale = net.scale
