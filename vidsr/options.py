@@ -337,8 +337,7 @@ def _out_side(v: int) -> str | None:
 
 
 def _out_size(v: tuple[int, int]) -> str | None:
-    w, h = v
-    if not (16 <= w <= 16384 and 16 <= h <= 16384) or w % 2 or h % 2:
+    if _out_side(v[0]) or _out_side(v[1]):
         return "must have an even width and height (4:2:0 video), 16 to 16384 pixels"
     return None
 

@@ -81,10 +81,6 @@ class FieldScan:
         """tff | bff: the field order idet saw most (tff when it saw neither)."""
         return "bff" if self.bff > self.tff else "tff"
 
-    @property
-    def field_based(self) -> bool:
-        return self.content in ("interlaced", "telecined", "soft-telecined")
-
     def describe(self) -> str:
         """One line: the verdict and its counts."""
         return f"{self.content} ({self.counts()})"

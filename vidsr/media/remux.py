@@ -73,17 +73,22 @@ MP4_SUFFIXES = {".mp4", ".m4v", ".mov"}
 WEBM_SUFFIXES = {".webm"}
 SUPPORTED_SUFFIXES = MKV_SUFFIXES | MP4_SUFFIXES | WEBM_SUFFIXES
 
-# Source tags on the main video that describe the OLD encoding (mkvmerge statistics, encoder):
-# not copied onto the new video.
-_STALE_VIDEO_TAGS = {
+#: Tags that describe a whole stream (mkvmerge's statistics): dropped from a cut stream.
+_WHOLE_STREAM_TAGS = {
     "duration",
-    "encoder",
     "bps",
     "number_of_frames",
     "number_of_bytes",
     "_statistics_writing_app",
     "_statistics_writing_date_utc",
     "_statistics_tags",
+}
+
+# Source tags on the main video that describe the OLD encoding (mkvmerge statistics, encoder):
+# not copied onto the new video.
+_STALE_VIDEO_TAGS = {
+    *_WHOLE_STREAM_TAGS,
+    "encoder",
     "rotate",  # legacy; rotation travels as the display matrix
     "alpha_mode",  # WebM's alpha flag: the new video has no alpha channel
 }
@@ -123,16 +128,6 @@ _SUBTITLE_MARGIN = 300
 #: and per 90 kHz tick; the movie time scale of a cut's temporary MP4/MOV, so that the offset
 #: its edit list gives a stream's first packet is exact.
 _EXACT_TIMESCALE = 705_600_000
-#: Tags that describe a whole stream (mkvmerge's statistics): dropped from a cut stream.
-_WHOLE_STREAM_TAGS = {
-    "duration",
-    "bps",
-    "number_of_frames",
-    "number_of_bytes",
-    "_statistics_writing_app",
-    "_statistics_writing_date_utc",
-    "_statistics_tags",
-}
 
 
 def _kind(suffix: str) -> str:

@@ -135,6 +135,3 @@ class OpenVINOModule:
         request = self.compiled(tuple(data.shape)).create_infer_request()
         out = request.infer({0: data})[0]
         return torch.from_numpy(np.array(out, copy=True))
-
-    def eval(self) -> OpenVINOModule:
-        return self

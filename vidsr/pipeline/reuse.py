@@ -95,13 +95,13 @@ class HeldFrames:
         return max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
 
     def _crops(self, frame: Any, region: tuple[int, int, int, int]) -> list[np.ndarray]:
-        """Copies of the frame's samples that the model's input in ``region`` comes from:
+        """Views of the frame's samples that the model's input in ``region`` comes from:
         RGB there, or each YUV plane at its own size - chroma one sample wider on each side
         where subsampled (upsampling it to RGB reads the next chroma sample)."""
         y0, y1, x0, x1 = region
         planes = getattr(frame, "planes", None)
         if planes is None:
-            return [frame.rgb[y0:y1, x0:x1].copy()]
+            return [frame.rgb[y0:y1, x0:x1]]
         full_h, full_w = planes.y.shape[:2]
         out = []
         for p in (planes.y, planes.u, planes.v):
@@ -109,7 +109,7 @@ class HeldFrames:
             ey, ex = sy - 1, sx - 1  # the upsampler's reach, in chroma samples
             rows = slice(max(0, y0 // sy - ey), -(-y1 // sy) + ey)
             cols = slice(max(0, x0 // sx - ex), -(-x1 // sx) + ex)
-            out.append(p[rows, cols].copy())
+            out.append(p[rows, cols])
         return out
 
     def _limit(self, frame: Any) -> int:
@@ -130,37 +130,31 @@ class HeldFrames:
         )
 
     def _plan(
-        self, frame: Any, index: int, h: int, w: int, refs: dict, cached: bool
-    ) -> tuple[list[tuple[int, int, int, int]] | None, int]:  # refs: updated in place
+        self, frame: Any, index: int, h: int, w: int
+    ) -> tuple[list[tuple[int, int, int, int]] | None, int]:
         """The tiles of ``frame`` (output frame ``index``) to compute (None: the whole frame)
-        and how many are reused; ``refs`` (the inputs behind the cache) updated for the tiles
-        computed. ``cached``: whether a cached output exists to reuse from."""
+        and how many are reused; the inputs behind the cache (``_refs``: copies, so that no
+        frame is kept alive) updated for the tiles computed."""
         tiles = self.tiles(h, w)
         now = {t[:3:2]: self._crops(frame, self._region(t, h, w)) for t in tiles}
-        if not cached or index % PERIOD == 0:
-            refs.clear()
-            refs.update(now)
-            return None, 0
-        limit = self._limit(frame)
-        changed = [t for t in tiles if not self._same(now[t[:3:2]], refs[t[:3:2]], limit)]
-        if len(changed) >= FULL_SHARE * len(tiles):
-            refs.clear()
-            refs.update(now)
-            return None, 0
-        for t in changed:
-            refs[t[:3:2]] = now[t[:3:2]]
-        return changed, len(tiles) - len(changed)
+        if not self._refs or index % PERIOD == 0:  # nothing cached yet, or a period starts
+            changed = tiles
+        else:
+            limit = self._limit(frame)
+            changed = [t for t in tiles if not self._same(now[t[:3:2]], self._refs[t[:3:2]], limit)]
+        whole = changed is tiles or len(changed) >= FULL_SHARE * len(tiles)
+        for t in tiles if whole else changed:
+            self._refs[t[:3:2]] = [c.copy() for c in now[t[:3:2]]]
+        return (None, 0) if whole else (changed, len(tiles) - len(changed))
 
     def planned(self, frames: Iterator[Any], offset: int = 0) -> Iterator[Planned]:
         """``frames`` (in order) each with its plan: the tiles to compute, or None for the
         whole frame. Plans depend on the inputs only, so they are made here, in order, and the
         frames can then run in any lane; ``offset``: a frame's ``index`` less its output
         index."""
-        cached = False
         for f in frames:
             h, w = _size(f)
-            tiles, reused = self._plan(f, f.index - offset, h, w, self._refs, cached)
-            cached = True
+            tiles, reused = self._plan(f, f.index - offset, h, w)
             self.stats.tiles += len(self.tiles(h, w))
             self.stats.reused += reused
             yield Planned(f, tiles)

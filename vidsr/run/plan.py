@@ -158,7 +158,7 @@ def plan_video(
     from vidsr.media.probe import probe
     from vidsr.media.remux import plan_streams, refusal
     from vidsr.run.naming import default_output
-    from vidsr.run.resolve import label_scale
+    from vidsr.run.resolve import label_scale, resolve_runtime
 
     info = probe(input_path)
     _refuse_size_changes(info)
@@ -168,8 +168,6 @@ def plan_video(
         or default_output(input_path, settings.model, label_scale(settings))
     )
     source, settings = plan_source(info, settings, out.suffix)
-    from vidsr.run.resolve import resolve_runtime
-
     runtime = resolve_runtime(settings, (source.width, source.height), device_type or "cpu")
     settings = settings.replace(runtime=runtime)
     ow, oh, sar = output_geometry(info, settings, (source.width, source.height))

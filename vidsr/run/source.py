@@ -269,6 +269,7 @@ def source_report(info: Any) -> dict[str, Any]:
     """What ``vidsr probe`` says of the DVD/TV options for ``info``: idet's verdict, and
     what ``--deinterlace auto``, ``--ivtc``, ``--crop auto`` and ``--square-pixels`` would do
     (with the default model), and the warnings of a run without them."""
+    from vidsr.media.fields import describe_crop
     from vidsr.settings import make_settings
 
     def plan(**values: Any) -> tuple[SourcePlan, Settings]:
@@ -287,8 +288,6 @@ def source_report(info: Any) -> dict[str, Any]:
     crop = cropped.filters.crop
     w, h, _sar = output_geometry(info, make_settings("upscale", {"square_pixels": True}), (
         cropped.width, cropped.height))  # fmt: skip
-    from vidsr.media.fields import describe_crop
-
     return {
         "content": scan.content if scan is not None else "unknown",
         "field_order": scan.order if scan is not None else None,
