@@ -14,7 +14,10 @@ $(VENV)/.setup-done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e '.[dev,openvino]'
+	$(BIN)/pip install -q -e '.[dev,openvino,onnx]'
+	# spandrel without its dependencies: they pull torchvision, and with it a multi-GB CUDA
+	# torch over the CPU one (the tests put a stand-in torchvision on the path instead)
+	$(BIN)/pip install -q --no-deps 'spandrel==0.4.2' 'einops>=0.7'
 	touch $@
 
 # The tests also exercise the optional Ray backend on a real local cluster.

@@ -561,24 +561,24 @@ class _Bench:
     def __init__(self, settings: Settings, say: OnStage) -> None:
         import torch
 
-        from vidsr.media.encode import resolve_codec
         from vidsr.models.loader import load_network
         from vidsr.pipeline import openvino
         from vidsr.pipeline.infer import Upscaler, compiled, resolve_device, resolve_precision
-        from vidsr.pipeline.lanes import auto_lanes
-        from vidsr.pipeline.memory import batch_size
         from vidsr.run.resolve import resolve_runtime
 
         self.settings = settings
         self.say = say
         self.width, self.height = settings.size
         self.dev = dev = resolve_device(settings.device)
-        dtype = resolve_precision(settings.precision, dev)
         net = load_network(settings.model)
         if self.height % net.size_multiple or self.width % net.size_multiple:
             raise UsageError(
                 f"{opt('size')} must be a multiple of {net.size_multiple} for {settings.model}"
             )
+        if net.onnx is not None:  # an ONNX graph: its runtime's stages only
+            self._onnx_init(settings)
+            return
+        dtype = resolve_precision(settings.precision, dev, net.precisions, net.name)
         # Copies with plain NCHW weights, made before the Upscaler turns the weights channels_last.
         weight_dtype = torch.float32 if (dev.type == "cpu" and dtype == torch.bfloat16) else dtype
         self.nchw_module: Any = _contiguous_copy(net.module, dev, weight_dtype)
@@ -601,13 +601,38 @@ class _Bench:
                 name = "fp16"  # an Intel GPU's own precision
             self.ov_upscaler = Upscaler(net, device=dev, dtype=torch.float32)
             self.ov_upscaler.module = openvino.OpenVINOModule(
-                net.module, device=target, precision=name
+                net.module, device=target, precision=name, static=net.loader != "vidsr"
             )
             self.ov_upscaler.runtime = "openvino"
             self.ov_upscaler.runtime_precision = name
         self.runtime = resolve_runtime(settings, settings.size, dev.type)
         self.run_upscaler = self.ov_upscaler if self.runtime == "openvino" else self.upscaler
-        self.scale = net.scale
+        self._common_init(net.scale)
+
+    def _onnx_init(self, settings: Settings) -> None:
+        """An ONNX model: the upscaler its runtime makes, and no torch module to time beside
+        it (the nchw, openvino-beside and serial stages are left out)."""
+        from vidsr.pipeline.infer import build_upscaler
+
+        self.upscaler = build_upscaler(
+            settings.model, device=settings.device, precision=settings.precision,
+            runtime=settings.runtime,
+        )  # fmt: skip
+        self.nchw_module = self.serial_module = self.ov_upscaler = None
+        self.serial_half = False
+        self.runtime = self.upscaler.runtime
+        self.run_upscaler = self.upscaler
+        self._common_init(self.upscaler.net_scale)
+
+    def _common_init(self, scale: int) -> None:
+        import torch
+
+        from vidsr.media.encode import resolve_codec
+        from vidsr.pipeline.lanes import auto_lanes
+        from vidsr.pipeline.memory import batch_size
+
+        settings, dev = self.settings, self.dev
+        self.scale = scale
         self.ow, self.oh = self.width * self.scale, self.height * self.scale
         self.codec = resolve_codec(settings.codec, dev.type, width=self.ow, height=self.oh)
         self.bs = settings.batch_size or batch_size(self.upscaler, self.height, self.width)
@@ -693,9 +718,10 @@ class _Bench:
                 if self.lanes > 1
                 else _bench_forward(up, x, frames, dev)
             )
-        with self.stage("model_nchw"):
-            call = _nchw_call(self.nchw_module, up.dtype, dev)
-            self.seconds["model_nchw"] = _bench_forward(call, x, frames, dev)
+        if self.nchw_module is not None:
+            with self.stage("model_nchw"):
+                call = _nchw_call(self.nchw_module, up.dtype, dev)
+                self.seconds["model_nchw"] = _bench_forward(call, x, frames, dev)
         self.nchw_module = None
         if self.ov_upscaler is not None:
             self.counts["model_openvino"] = self.counts["model"]
@@ -740,6 +766,8 @@ class _Bench:
         import torch
 
         module = self.serial_module
+        if module is None:  # an ONNX model: no torch module for the serial loop
+            return
         with torch.no_grad():  # warm the serial model up too: steady state on both sides
             dtype = next(module.parameters()).dtype
             module(torch.zeros((1, 3, self.height, self.width), device=self.dev, dtype=dtype))

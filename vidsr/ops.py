@@ -375,7 +375,7 @@ def _model_panels(rgb: Any, settings: Settings, common: float, stamp: str) -> li
             tile=settings.tile,
             tile_pad=settings.tile_pad,
             denoise_strength=strength,
-            runtime="openvino" if settings.runtime == "openvino" else "torch",  # auto: one frame
+            runtime=settings.runtime,  # auto on one frame: torch, or an ONNX model's own
         )
         with torch.inference_mode():
             out = upscale_pixels(up, pixels, common)
@@ -497,12 +497,40 @@ def doctor_report() -> dict[str, Any]:
     report["ffmpeg"] = _check_ffmpeg(problems)
     report["pyav"] = _check_pyav(problems, advice, bool(report["torch"].get("cuda_available")))
     report["openvino"] = _check_openvino(advice)
+    report["community"] = _check_community(advice)
     report["cache"] = _check_cache(problems)
     report["models"] = _check_models(problems, advice) if report["torch"]["ok"] else []
     report["problems"] = problems
     report["advice"] = advice
     report["usable"] = not problems
     return report
+
+
+def _import_version(name: str) -> tuple[str | None, str | None]:
+    """(version, None) when ``name`` imports, else (None, why)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # ImportError, or a broken install's own error
+        return (
+            None,
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}",
+        )
+    return str(getattr(module, "__version__", "unknown")), None
+
+
+def _check_community(advice: list[str]) -> dict[str, Any]:
+    """Community models (spandrel, with the torchvision it imports) and ONNX Runtime."""
+    out: dict[str, Any] = {}
+    for name in ("torchvision", "spandrel", "onnxruntime"):
+        out[name], out[f"{name}_error"] = _import_version(name)
+    if out["spandrel"] is None:
+        advice.append(
+            "community architectures (SPAN, RealPLKSR, HAT ...) need spandrel and torchvision: "
+            f"pip install 'vidsr[models]' ({out['spandrel_error']})"
+        )
+    return out
 
 
 def _check_openvino(advice: list[str]) -> dict[str, Any]:
@@ -706,6 +734,11 @@ def format_doctor(r: dict[str, Any]) -> str:
         if o["ok"]
         else "openvino: not installed (optional: --runtime openvino, Intel GPUs)"
     )
+    c = r["community"]
+    for name in ("spandrel", "torchvision", "onnxruntime"):
+        lines.append(
+            f"{name}: {c[name]}" if c[name] else f"{name}: not importable ({c[f'{name}_error']})"
+        )
     f = r["ffmpeg"]
     if f["ok"]:
         known = [c for c in KEY_ENCODERS if c in f["encoders"]]

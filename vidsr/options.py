@@ -41,7 +41,7 @@ COMMANDS = ("upscale", "batch", "bench", "preview")
 #: The values of the auto/on/off switches (``--device-colour``, ``--hw-decode``).
 SWITCH = ("auto", "on", "off")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-RUNTIMES = ("auto", "torch", "openvino")
+RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 BACKENDS = ("local", "ray")
 ORDERS = ("name", "size", "mtime")
 DEINTERLACE = ("off", "auto", "bwdif", "yadif")
@@ -483,8 +483,10 @@ OPTIONS: tuple[Option, ...] = (
         STR,
         "auto",
         "What runs the model: torch, openvino (CPUs and Intel GPUs; pip install "
-        "'vidsr[openvino]'), or auto (OpenVINO on the CPU where installed, for frames of at "
-        "least 320x240: see docs/BENCHMARKS.md; torch otherwise).",
+        "'vidsr[openvino]'), onnxruntime (.onnx files; pip install 'vidsr[onnx]'), or auto "
+        "(OpenVINO on the CPU where installed, for frames of at least 320x240: see "
+        "docs/BENCHMARKS.md; an .onnx file: OpenVINO, else ONNX Runtime, which also runs it "
+        "on CUDA; torch otherwise).",
         _UP | _BENCH | _PREVIEW,
         choices=RUNTIMES,
         fingerprint=True,

@@ -120,7 +120,7 @@ def upscaler_for(settings: Settings, device: str | None = None, progress: Any = 
         denoise_strength=settings.denoise_strength,
         compile=settings.compile,
         progress=progress,
-        runtime=settings.runtime if settings.runtime != "auto" else "torch",
+        runtime=settings.runtime,  # auto: torch, or an ONNX model's own runtime
     )
 
 

@@ -62,6 +62,14 @@ class ArchSpec:
         return ARCHITECTURES[self.arch](**self.kwargs)
 
 
+class NearMiss(ModelError):
+    """The weights look like ``arch`` (one of vidsr's own) but do not fit it exactly."""
+
+    def __init__(self, message: str, arch: str) -> None:
+        super().__init__(message)
+        self.arch = arch
+
+
 def _shape(state_dict: Mapping[str, Any], key: str) -> tuple[int, ...]:
     return tuple(state_dict[key].shape)
 
@@ -177,7 +185,7 @@ def detect_architecture(
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, ZeroDivisionError) as exc:
         raise ModelError(f"{fail} ({exc})") from exc
     if problem is not None:
-        raise ModelError(f"{fail} (looks like {spec.arch}, but {problem})")
+        raise NearMiss(f"{fail} (looks like {spec.arch}, but {problem})", spec.arch)
     return spec
 
 

@@ -2,8 +2,11 @@
 
 A spec is, in this order: a registry name (case-insensitive), the name of a model imported
 into the cache (``vidsr models import``), or a path to a ``.pth``/``.safetensors``/ncnn
-``.param`` file (architecture recognised from the weights). Every load is strict: a missing
-or unexpected key, or a wrong shape, is a ``ModelError``.
+``.param``/``.onnx`` file. A weights file's architecture is recognised from its keys:
+vidsr's own RRDBNet and SRVGGNetCompact first (no spandrel needed), then any architecture
+spandrel knows (:mod:`vidsr.models.community`). An ONNX file is described from its graph
+(:mod:`vidsr.models.onnx`) and run by an ONNX runtime (:mod:`vidsr.pipeline.onnx_run`).
+Every load is strict: a missing or unexpected key, or a wrong shape, is a ``ModelError``.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from torch import nn
 
 from vidsr.errors import ModelError, UsageError, opt
 from vidsr.models.arch import ARCHITECTURES
-from vidsr.models.detect import ArchSpec, detect_architecture
+from vidsr.models.community import COMPACT_IDS, Community, load_community, recognise
+from vidsr.models.detect import ArchSpec, count_params
+from vidsr.models.onnx import OnnxGraph, inspect_onnx
 from vidsr.models.registry import MODELS, find_record, unknown_model_message
 from vidsr.models.sources import (
     Progress,
     cached_models,
+    cached_onnx,
     is_cached,
     is_offline_ready,
     read_cache,
@@ -40,11 +46,14 @@ DEFAULT_DENOISE_STRENGTH = 0.5
 @dataclass
 class LoadedNetwork:
     """A network ready for inference: ``module`` is in eval mode, fp32, on the CPU, with
-    ``requires_grad`` off. Input H and W must be multiples of ``size_multiple`` (RRDBNet's
-    pixel unshuffle: 4 at scale 1, 2 at scale 2, else 1). ``denoise_strength`` is the blend
-    used for realesr-general-x4v3, None for every other model."""
+    ``requires_grad`` off (None for an ONNX graph, ``onnx``: its runtime is chosen when it is
+    placed on a device). Input H and W must be multiples of ``size_multiple`` (RRDBNet's
+    pixel unshuffle: 4 at scale 1, 2 at scale 2; a community model's descriptor), at least
+    ``minimum`` and equal when ``square``. ``precisions``: the reduced precisions it runs
+    (fp32 always). ``loader``: ``vidsr``, ``spandrel`` or ``onnx``. ``denoise_strength`` is
+    the blend used for realesr-general-x4v3, None for every other model."""
 
-    module: nn.Module
+    module: nn.Module | None
     name: str
     arch: str
     kwargs: dict[str, Any]
@@ -53,6 +62,50 @@ class LoadedNetwork:
     params: int
     denoise_strength: float | None = None
     digest: str = ""  # sha256 of the weights as loaded (see weights_digest)
+    loader: str = "vidsr"
+    minimum: int = 0
+    square: bool = False
+    precisions: tuple[str, ...] = ("fp16", "bf16")
+    tiling: str = "supported"
+    onnx: OnnxGraph | None = None
+
+    @property
+    def reach_known(self) -> bool:
+        """Whether the network's receptive field can be read from its layers (a stack of
+        convolutions: SRVGGNetCompact, and spandrel's Compact)."""
+        return self.arch in COMPACT_IDS
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a run needs to know of a model before loading it to run: see
+    :func:`describe_model`."""
+
+    name: str
+    arch: str
+    scale: int
+    loader: str
+    precisions: tuple[str, ...]
+    params: int
+
+
+@dataclass
+class _Found:
+    """A model's weights as read: vidsr's own (``spec``), spandrel's (``community``) or an
+    ONNX graph (``onnx``)."""
+
+    name: str
+    state_dict: dict[str, torch.Tensor]
+    spec: ArchSpec | None = None
+    strength: float | None = None
+    community: Community | None = None
+    onnx: OnnxGraph | None = None
+
+    @property
+    def digest(self) -> str:
+        if self.onnx is not None:
+            return self.onnx.digest
+        return state_dict_digest(self.community[2] if self.community else self.state_dict)
 
 
 def blend_state_dicts(
@@ -120,18 +173,24 @@ def _check_strength(name: str, strength: float | None, allowed: bool) -> None:
 
 
 def _classify(spec: str | os.PathLike[str]) -> tuple[str, Any]:
-    """("record", ModelRecord) | ("cached", name) | ("file", Path); ModelError if none."""
+    """("record", ModelRecord) | ("cached", name) | ("file", Path) | ("onnx", (name, Path));
+    ModelError if none."""
     text = os.fspath(spec)
     if not isinstance(spec, os.PathLike):
         record = find_record(text)
         if record is not None:
             return "record", record
+        onnx_file = cached_onnx(text)
+        if onnx_file is not None:
+            return "onnx", (text, onnx_file)
         if is_cached(text):
             return "cached", text
     if isinstance(spec, os.PathLike) or _looks_like_path(text):
         path = Path(text)
         if not path.exists():
             raise ModelError(f"model file {path} does not exist")
+        if path.suffix.lower() == ".onnx":
+            return "onnx", (path.stem, path)
         return "file", path
     names = [*MODELS, *(row["name"] for row in cached_models() if row["name"] not in MODELS)]
     raise ModelError(unknown_model_message(text, names))
@@ -144,38 +203,111 @@ def check_model_spec(spec: str | os.PathLike[str]) -> None:
     _classify(spec)
 
 
+_FACTS: dict[tuple[Any, ...], ModelFacts] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _facts_of(kind: str, value: Any) -> ModelFacts:
+    if kind == "record":
+        return ModelFacts(
+            value.name, value.arch, int(value.scale), "vidsr", ("fp16", "bf16"), value.params
+        )
+    if kind == "cached":  # vidsr's own architectures: from the header, no tensors read
+        for row in cached_models():
+            if row["name"] == value and row["scale"] and row["loader"] == "vidsr":
+                return ModelFacts(
+                    value, row["arch"], row["scale"], "vidsr", ("fp16", "bf16"), row["params"]
+                )
+    return _facts(_weights_of(kind, value, None, None))
+
+
+def _facts(found: _Found) -> ModelFacts:
+    if found.onnx is not None:
+        g = found.onnx
+        return ModelFacts(found.name, "ONNX", g.scale, "onnx", _onnx_precisions(g), g.params)
+    if found.community is not None:
+        module, described, _sd = found.community
+        params = sum(p.numel() for p in module.parameters())
+        return ModelFacts(
+            found.name, described.arch, described.scale, "spandrel", described.precisions, params
+        )
+    assert found.spec is not None
+    return ModelFacts(
+        found.name,
+        found.spec.arch,
+        found.spec.scale,
+        "vidsr",
+        ("fp16", "bf16"),
+        count_params(found.state_dict),
+    )
+
+
+def _onnx_precisions(graph: OnnxGraph) -> tuple[str, ...]:
+    """An fp16 graph runs at fp16 on ONNX Runtime; OpenVINO (CPU) can hint bf16 for any."""
+    return ("fp16", "bf16") if graph.dtype == "fp16" else ("bf16",)
+
+
+def describe_model(spec: str | os.PathLike[str]) -> ModelFacts:
+    """Name, architecture, scale, loader, supported reduced precisions and parameter count
+    of ``spec`` (registry and cache entries from their records; a file is read once per
+    version and remembered)."""
+    kind, value = _classify(spec)
+    path = value if kind == "file" else value[1] if kind == "onnx" else None
+    key = (kind, os.fspath(spec), _stamp(path) if path is not None else None)
+    if kind == "cached":
+        from vidsr.models.sources import cache_path
+
+        key = (*key, _stamp(cache_path(value)))
+    if key not in _FACTS:
+        _FACTS[key] = _facts_of(kind, value)
+    return _FACTS[key]
+
+
 def expected_scale(spec: str | os.PathLike[str]) -> int:
     """The upscale factor of ``spec``'s network (from the registry or the cache metadata
     without reading tensors; a weights file is read and its architecture recognised)."""
-    kind, value = _classify(spec)
-    if kind == "record":
-        return int(value.scale)
-    if kind == "cached":
-        for row in cached_models():
-            if row["name"] == value:
-                return ArchSpec(row["arch"], row["kwargs"]).scale
-        return read_cache(value)[1].scale
-    return detect_architecture(read_weights_file(value), source=str(value)).scale
+    return describe_model(spec).scale
 
 
 def _weights(
     spec: str | os.PathLike[str], denoise_strength: float | None, progress: Progress | None
-) -> tuple[str, dict[str, torch.Tensor], ArchSpec, float | None]:
-    """(name, state dict, architecture, denoise strength used) for ``spec``."""
+) -> _Found:
+    """``spec``'s weights as read (see :class:`_Found`)."""
     kind, value = _classify(spec)
+    return _weights_of(kind, value, denoise_strength, progress)
+
+
+def _weights_of(
+    kind: str, value: Any, denoise_strength: float | None, progress: Progress | None
+) -> _Found:
+    if kind == "onnx":
+        name, path = value
+        _check_strength(name, denoise_strength, False)
+        return _Found(name, {}, onnx=inspect_onnx(path))
     if kind == "cached":
         _check_strength(value, denoise_strength, False)
         state_dict, arch_spec = read_cache(value)
-        return value, state_dict, arch_spec, None
+        if arch_spec.arch not in ARCHITECTURES:  # a community model: spandrel builds it
+            found = load_community(state_dict, f"model {value}", expect=arch_spec.arch)
+            return _Found(value, state_dict, community=found)
+        return _Found(value, state_dict, arch_spec)
     if kind == "file":
         _check_strength(value.stem, denoise_strength, False)
         state_dict = read_weights_file(value)
-        return value.stem, state_dict, detect_architecture(state_dict, source=str(value)), None
+        own, community = recognise(state_dict, str(value))
+        return _Found(value.stem, state_dict, own, community=community)
     record = value
     _check_strength(record.name, denoise_strength, record.denoise_pair is not None)
     arch_spec = record_spec(record)
     if record.denoise_pair is None:
-        return record.name, resolve_state_dict(record, progress), arch_spec, None
+        return _Found(record.name, resolve_state_dict(record, progress), arch_spec)
     strength = DEFAULT_DENOISE_STRENGTH if denoise_strength is None else float(denoise_strength)
     pair = MODELS[record.denoise_pair]
     if strength == 1.0:
@@ -186,7 +318,7 @@ def _weights(
         state_dict = blend_state_dicts(
             resolve_state_dict(record, progress), resolve_state_dict(pair, progress), strength
         )
-    return record.name, state_dict, arch_spec, strength
+    return _Found(record.name, state_dict, arch_spec, strength)
 
 
 def state_dict_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -210,8 +342,7 @@ def weights_digest(
     included), without building the network: part of a job's resume fingerprint, so a
     resumed job never mixes segments made by different weights (an imported official file
     and the bundled ncnn conversion of the same model, say)."""
-    _name, state_dict, _spec, _strength = _weights(spec, denoise_strength, progress)
-    return state_dict_digest(state_dict)
+    return _weights(spec, denoise_strength, progress).digest
 
 
 def load_network(
@@ -229,18 +360,35 @@ def load_network(
     Raises ``ModelError`` (unknown name with a suggestion, weights unavailable, file
     unreadable or unfit) and ``UsageError`` (denoise strength on another model or out of range).
     """
-    name, state_dict, arch_spec, strength = _weights(spec, denoise_strength, progress)
-    module = build_module(arch_spec, state_dict, name)
+    found = _weights(spec, denoise_strength, progress)
+    if found.onnx is not None:
+        g = found.onnx
+        return LoadedNetwork(
+            module=None, name=found.name, arch="ONNX", kwargs={}, scale=g.scale,
+            size_multiple=1, params=g.params, digest=g.digest, loader="onnx",
+            precisions=_onnx_precisions(g), onnx=g,
+        )  # fmt: skip
+    if found.community is not None:
+        module, d, _sd = found.community
+        return LoadedNetwork(
+            module=module, name=found.name, arch=d.arch, kwargs=dict(d.hyperparameters),
+            scale=d.scale, size_multiple=d.multiple,
+            params=sum(p.numel() for p in module.parameters()), digest=found.digest,
+            loader="spandrel", minimum=d.minimum, square=d.square, precisions=d.precisions,
+            tiling=d.tiling,
+        )  # fmt: skip
+    assert found.spec is not None
+    module = build_module(found.spec, found.state_dict, found.name)
     return LoadedNetwork(
         module=module,
-        name=name,
-        arch=arch_spec.arch,
-        kwargs=dict(arch_spec.kwargs),
-        scale=arch_spec.scale,
-        size_multiple=_size_multiple(arch_spec),
+        name=found.name,
+        arch=found.spec.arch,
+        kwargs=dict(found.spec.kwargs),
+        scale=found.spec.scale,
+        size_multiple=_size_multiple(found.spec),
         params=sum(p.numel() for p in module.parameters()),
-        denoise_strength=strength,
-        digest=state_dict_digest(state_dict),
+        denoise_strength=found.strength,
+        digest=found.digest,
     )
 
 
@@ -249,7 +397,7 @@ def list_models() -> list[dict[str, Any]]:
 
     Keys: ``name``, ``arch``, ``scale``, ``params``, ``license``, ``offline`` (usable without
     a network), ``offline_source`` (``"cache"``, ``"ncnn"`` or None), ``cached``, ``url``,
-    ``description``, ``imported``.
+    ``description``, ``imported``, ``loader`` (``vidsr``, ``spandrel`` or ``onnx``).
     """
     rows: list[dict[str, Any]] = []
     for record in MODELS.values():
@@ -268,21 +416,17 @@ def list_models() -> list[dict[str, Any]]:
                 "url": record.url,
                 "description": record.description,
                 "imported": False,
+                "loader": "vidsr",
             }
         )
     for entry in cached_models():
-        if entry["name"] in MODELS:
-            continue
-        spec = ArchSpec(entry["arch"], entry["kwargs"])
-        try:
-            scale = spec.scale
-        except KeyError:
+        if entry["name"] in MODELS or not entry["scale"]:
             continue
         rows.append(
             {
                 "name": entry["name"],
-                "arch": spec.arch,
-                "scale": scale,
+                "arch": entry["arch"],
+                "scale": entry["scale"],
                 "params": entry["params"],
                 "license": "unknown (imported file)",
                 "offline": True,
@@ -291,6 +435,7 @@ def list_models() -> list[dict[str, Any]]:
                 "url": None,
                 "description": f"imported from {entry['source'].removeprefix('import:')}",
                 "imported": True,
+                "loader": entry["loader"],
             }
         )
     return rows

@@ -3,8 +3,11 @@
 The cache is ``$VIDSR_HOME/models/NAME.safetensors`` (``VIDSR_HOME`` defaults to
 ``~/.cache/vidsr``): fp32 tensors with BasicSR key names, and in the safetensors header the
 architecture (``arch``), its constructor arguments (``kwargs``, JSON), the parameter count and
-where the weights came from (``source``). Cache entries are written atomically, so a crash or
-a concurrent writer never leaves a partial file under a final name.
+where the weights came from (``source``). A community architecture (spandrel's) records
+``loader = spandrel``, spandrel's architecture id, its hyperparameters and its descriptor
+(scale, size needs, precisions). An ONNX model is cached as its own file, ``NAME.onnx``,
+beside a ``NAME.onnx.json`` with the same facts. Cache entries are written atomically, so a
+crash or a concurrent writer never leaves a partial file under a final name.
 
 ``VIDSR_MODEL_BASE_URL`` replaces the official release URL prefix
 (``https://github.com/xinntao/Real-ESRGAN/releases/download/``), e.g. for a mirror.
@@ -36,6 +39,7 @@ from vidsr.models.weights import read_safetensors, read_safetensors_metadata, re
 
 ENV_BASE_URL = "VIDSR_MODEL_BASE_URL"
 CACHE_SUFFIX = ".safetensors"
+ONNX_SUFFIX = ".onnx"
 DOWNLOAD_TIMEOUT_S = 60.0
 CHUNK = 1 << 20
 
@@ -64,12 +68,26 @@ def cache_path(name: str) -> Path:
     return models_dir() / f"{check_model_name(name)}{CACHE_SUFFIX}"
 
 
+def onnx_cache_path(name: str) -> Path:
+    """``HOME/models/NAME.onnx``: an imported ONNX model (facts in ``NAME.onnx.json``)."""
+    return models_dir() / f"{check_model_name(name)}{ONNX_SUFFIX}"
+
+
 def is_cached(name: str) -> bool:
     """Whether a cache entry named ``name`` exists (False for names that cannot be one)."""
     try:
-        return cache_path(name).is_file()
+        return cache_path(name).is_file() or onnx_cache_path(name).is_file()
     except UsageError:
         return False
+
+
+def cached_onnx(name: str) -> Path | None:
+    """The cached ONNX file of the entry ``name``, or None when it is not an ONNX entry."""
+    try:
+        path = onnx_cache_path(name)
+    except UsageError:
+        return None
+    return path if path.is_file() else None
 
 
 def is_offline_ready(record: ModelRecord) -> bool:
@@ -95,9 +113,14 @@ def record_spec(record: ModelRecord) -> ArchSpec:
 
 
 def write_cache(
-    name: str, state_dict: Mapping[str, torch.Tensor], spec: ArchSpec, source: str
+    name: str,
+    state_dict: Mapping[str, torch.Tensor],
+    spec: ArchSpec,
+    source: str,
+    extra: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write ``state_dict`` as the cache entry ``name`` (atomically) and return its path."""
+    """Write ``state_dict`` as the cache entry ``name`` (atomically) and return its path.
+    ``extra``: more header strings (a community model's loader and descriptor)."""
     from safetensors.torch import save_file
 
     final = cache_path(name)
@@ -110,6 +133,7 @@ def write_cache(
         "kwargs": json.dumps(spec.kwargs, sort_keys=True),
         "params": str(count_params(tensors)),
         "source": source,
+        **(extra or {}),
     }
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -135,14 +159,35 @@ def read_cache(name: str) -> tuple[dict[str, torch.Tensor], ArchSpec]:
         raise ModelError(f"model {name} is not in the cache ({path})")
     state_dict, metadata = read_safetensors(path)
     spec = _spec_from_metadata(metadata, path)
+    if metadata.get("loader") == "spandrel":  # checked when spandrel builds it
+        return state_dict, spec
     problem = check_state_dict(spec, state_dict)
     if problem is not None:
         raise ModelError(f"cache entry {path} is damaged ({problem}); delete it and retry")
     return state_dict, spec
 
 
+def _row(name: str, metadata: Mapping[str, str], spec: ArchSpec) -> dict[str, Any]:
+    scale = metadata.get("scale")
+    if scale is None:
+        try:
+            scale = spec.scale
+        except KeyError:
+            scale = 0
+    return {
+        "name": name,
+        "arch": spec.arch,
+        "kwargs": spec.kwargs,
+        "params": int(metadata.get("params", "0") or 0),
+        "source": metadata.get("source", ""),
+        "scale": int(scale),
+        "loader": metadata.get("loader", "vidsr"),
+    }
+
+
 def cached_models() -> list[dict[str, Any]]:
-    """Every readable cache entry: ``name``, ``arch``, ``kwargs``, ``params``, ``source``."""
+    """Every readable cache entry: ``name``, ``arch``, ``kwargs``, ``params``, ``source``,
+    ``scale`` and ``loader`` (``vidsr``, ``spandrel`` or ``onnx``)."""
     folder = models_dir()
     rows: list[dict[str, Any]] = []
     if not folder.is_dir():
@@ -156,15 +201,16 @@ def cached_models() -> list[dict[str, Any]]:
             spec = _spec_from_metadata(metadata, path)
         except ModelError:
             continue
-        rows.append(
-            {
-                "name": name,
-                "arch": spec.arch,
-                "kwargs": spec.kwargs,
-                "params": int(metadata.get("params", "0") or 0),
-                "source": metadata.get("source", ""),
-            }
-        )
+        rows.append(_row(name, metadata, spec))
+    for path in sorted(folder.glob(f"*{ONNX_SUFFIX}")):
+        name = path.name[: -len(ONNX_SUFFIX)]
+        if name.startswith(".") or not _NAME.match(name):
+            continue
+        try:
+            metadata = json.loads(Path(f"{path}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        rows.append(_row(name, metadata, ArchSpec("ONNX", {})))
     return rows
 
 
@@ -301,11 +347,58 @@ def _default_import_name(path: Path) -> str:
     return record.name if record is not None else stem
 
 
+def _import_onnx(path: Path, name: str) -> str:
+    """Copy an ONNX file into the cache as ``name`` with its facts beside it."""
+    import shutil
+
+    from vidsr.models.onnx import inspect_onnx
+
+    graph = inspect_onnx(path)
+    final = onnx_cache_path(name)
+    facts = {
+        "name": name,
+        "arch": "ONNX",
+        "loader": "onnx",
+        "scale": str(graph.scale),
+        "params": str(graph.params),
+        "dtype": graph.dtype,
+        "size": "x".join(map(str, graph.size)) if graph.size else "dynamic",
+        "sha256": graph.digest,
+        "source": f"import:{path.name}",
+    }
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(final) as tmp:
+            shutil.copyfile(path, tmp)
+        with atomic_output(Path(f"{final}.json")) as tmp:
+            tmp.write_text(json.dumps(facts, indent=1, sort_keys=True))
+    except OSError as exc:
+        raise OutputError(f"cannot write {final}: {exc.strerror or exc}") from exc
+    cache_path(name).unlink(missing_ok=True)  # an entry of the same name is replaced
+    return name
+
+
+def _import_community(path: Path, name: str, found: Any) -> str:
+    _module, described, tensors = found
+    spec = ArchSpec(described.arch, described.hyperparameters)
+    extra = {"loader": "spandrel", **described.to_metadata()}
+    write_cache(name, tensors, spec, f"import:{path.name}", extra)
+    _drop_onnx(name)
+    return name
+
+
+def _drop_onnx(name: str) -> None:
+    """Remove an ONNX entry ``name`` (a weights import of the same name replaces it)."""
+    onnx_cache_path(name).unlink(missing_ok=True)
+    Path(f"{onnx_cache_path(name)}.json").unlink(missing_ok=True)
+
+
 def import_model_file(path: str | Path, name: str | None = None) -> str:
-    """Read a ``.pth``/``.pt``/``.safetensors``/ncnn ``.param`` file, recognise its
-    architecture and write it to the cache as ``name`` (default: the file's stem, or the
-    registry name of a bundled ncnn file). For a registry name the architecture must match
-    the record. Returns the name it was cached under.
+    """Read a ``.pth``/``.pt``/``.safetensors``/ncnn ``.param``/``.onnx`` file, recognise its
+    architecture (vidsr's own, else spandrel's; an ONNX graph's scale and channels) and write
+    it to the cache as ``name`` (default: the file's stem, or the registry name of a bundled
+    ncnn file). For a registry name the architecture must match the record. Returns the name
+    it was cached under.
     """
     path = Path(path)
     if name is None:
@@ -314,10 +407,21 @@ def import_model_file(path: str | Path, name: str | None = None) -> str:
     if record is not None:
         name = record.name
     check_model_name(name)
+    if path.suffix.lower() == ONNX_SUFFIX:
+        if record is not None:
+            raise UsageError(f"{name} is a built-in model; import the ONNX file under another name")
+        return _import_onnx(path, name)
     state_dict = read_weights_file(path)
     if record is not None:
         spec = _verify_against_record(record, state_dict, str(path))
     else:
-        spec = detect_architecture(state_dict, source=str(path))
+        from vidsr.models.community import recognise
+
+        own, community = recognise(state_dict, str(path))
+        if community is not None:
+            return _import_community(path, name, community)
+        assert own is not None
+        spec = own
     write_cache(name, state_dict, spec, f"import:{path.name}")
+    _drop_onnx(name)
     return name

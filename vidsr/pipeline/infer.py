@@ -47,11 +47,27 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+def resolve_precision(
+    precision: str,
+    device: torch.device,
+    supported: tuple[str, ...] = ("fp16", "bf16"),
+    model: str = "",
+) -> torch.dtype:
     """The precision rule: ``auto`` -> fp16 on CUDA, fp32 on CPU. fp16 on CPU is refused (it
-    is ~100x slower)."""
+    is ~100x slower). ``supported``: the reduced precisions the model runs (a community
+    architecture's descriptor says; ``model`` names it): ``auto`` on CUDA takes fp16, else
+    bf16 where the GPU has it, else fp32; an explicit one it does not run is refused."""
     if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        if "fp16" in supported:
+            return torch.float16
+        if "bf16" in supported and bf16_supported(device):
+            return torch.bfloat16
+        return torch.float32
+    if precision in ("fp16", "bf16") and precision not in supported:
+        runs = ", ".join(opt("precision", p) for p in ("fp32", *supported))
+        raise UsageError(f"model {model or '?'} does not run at {precision}; use {runs}")
     if precision not in _DTYPES:
         raise UsageError(
             f"{opt('precision')} must be one of {', '.join(PRECISIONS)}, not {precision!r}"
@@ -103,6 +119,30 @@ def resize_output(out: torch.Tensor, size: tuple[int, int] | None) -> torch.Tens
         out = F.interpolate(out, size=tuple(size), mode="bicubic", antialias=True)
         out = out.clamp_(0.0, 1.0)
     return out
+
+
+def padded_size(
+    h: int, w: int, multiple: int, minimum: int = 0, square: bool = False
+) -> tuple[int, int]:
+    """The input size a network with these needs runs at: at least ``minimum``, square when
+    ``square``, rounded up to ``multiple``."""
+    h, w = max(h, minimum), max(w, minimum)
+    if square:
+        h = w = max(h, w)
+    return h + (-h) % multiple, w + (-w) % multiple
+
+
+def pad_to(x: torch.Tensor, th: int, tw: int) -> torch.Tensor:
+    """``x`` padded at the bottom and right to ``th`` x ``tw``: mirrored (as Real-ESRGAN and
+    spandrel pad) as far as the picture reaches, edge pixels repeated beyond."""
+    h, w = x.shape[-2:]
+    ph, pw = th - h, tw - w
+    rh, rw = min(ph, h - 1), min(pw, w - 1)
+    if rh or rw:
+        x = F.pad(x, (0, rw, 0, rh), mode="reflect")
+    if ph - rh or pw - rw:
+        x = F.pad(x, (0, pw - rw, 0, ph - rh), mode="replicate")
+    return x
 
 
 class NonFiniteOutput(RuntimeError):
@@ -163,6 +203,8 @@ class Upscaler:
         (threads mid-forward finish with the old ones; a compiled module is not compiled
         again), and what was measured at the old precision is measured again."""
         with _SWITCHING:
+            if self.runtime == "onnxruntime":
+                return  # the graph's own precision: nothing else to switch to
             if self.runtime == "openvino":
                 if self.runtime_precision != "fp32":
                     self._exec = (self.module.with_precision("fp32"), torch.float32, False)
@@ -210,13 +252,11 @@ class Upscaler:
         return module(x)
 
     def _forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        """Pad to the network's size multiple (reflect, as Real-ESRGAN does), run, crop."""
-        m = self.net.size_multiple
+        """Pad to what the network needs (:func:`padded_size`), run, crop."""
         h, w = x.shape[-2:]
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        th, tw = padded_size(h, w, self.net.size_multiple, self.net.minimum, self.net.square)
+        if (th, tw) != (h, w):
+            x = pad_to(x, th, tw)
         out = self._run(x)
         s = self.net_scale
         return out[..., : h * s, : w * s]
@@ -264,26 +304,76 @@ def build_upscaler(
     dev = resolve_device(device)
     if intel and precision == "auto":
         precision = "fp16"  # an Intel GPU's own precision (OpenVINO's default there)
-    dtype = torch.float32 if intel else resolve_precision(precision, dev)
     net = load_network(model, denoise_strength=denoise_strength, progress=progress)
+    if net.onnx is not None:
+        return _onnx_upscaler(net, device, dev, precision, runtime, tile, tile_pad, compile)
+    if runtime == "onnxruntime":
+        raise UsageError(
+            f"{opt('runtime', 'onnxruntime')} runs .onnx model files; {net.name} is a "
+            f"{net.arch}: use {opt('runtime', 'torch')} or {opt('runtime', 'openvino')}"
+        )
+    if intel:
+        dtype = torch.float32
+        if precision in ("fp16", "bf16") and precision not in net.precisions:
+            resolve_precision(precision, dev, net.precisions, net.name)  # refused
+    else:
+        dtype = resolve_precision(precision, dev, net.precisions, net.name)
     if runtime == "openvino" or intel:
         from vidsr.pipeline import openvino
 
         openvino.check_device(device)
         if compile:
             raise UsageError(f"{opt('compile')} is torch's: leave it out with OpenVINO")
-        if precision == "fp16" and not intel:
-            resolve_precision(precision, dev)  # refused on the CPU, as with torch
         upscaler = Upscaler(net, device=dev, dtype=torch.float32, tile=tile, tile_pad=tile_pad)
         name = precision if precision in ("bf16", "fp16") else "fp32"
         upscaler.module = openvino.OpenVINOModule(
-            net.module, device=openvino.target(device), precision=name
-        )
+            net.module, device=openvino.target(device), precision=name,
+            static=net.loader != "vidsr",
+        )  # fmt: skip
         upscaler.runtime, upscaler.runtime_precision = "openvino", name
         return upscaler
     upscaler = Upscaler(net, device=dev, dtype=dtype, tile=tile, tile_pad=tile_pad)
     if compile:
         upscaler.module = compiled(upscaler.module)
+    return upscaler
+
+
+def _onnx_upscaler(
+    net: LoadedNetwork,
+    device: str,
+    dev: torch.device,
+    precision: str,
+    runtime: str,
+    tile: int,
+    tile_pad: int,
+    compile: bool,
+) -> Upscaler:
+    """An ONNX graph's upscaler: OpenVINO (at ``precision``'s hint) or ONNX Runtime (the
+    graph's own precision), chosen by :func:`vidsr.pipeline.onnx_run.pick_runtime`."""
+    from vidsr.pipeline.onnx_run import OnnxModule, pick_runtime
+
+    assert net.onnx is not None
+    if compile:
+        raise UsageError(f"{opt('compile')} is torch's: an ONNX model runs without it")
+    chosen = pick_runtime(runtime, device, net.name)
+    graph_precision = net.onnx.dtype
+    if chosen == "onnxruntime":
+        if precision not in ("auto", graph_precision):
+            raise UsageError(
+                f"ONNX Runtime runs {net.name} in its graph's precision ({graph_precision}); "
+                f"leave {opt('precision')} out, or use {opt('runtime', 'openvino')}"
+            )
+        name = graph_precision
+    else:
+        if precision == "fp16" and dev.type == "cpu" and not device.lower().startswith("intel:"):
+            resolve_precision(precision, dev)  # refused on the CPU, as with torch
+        name = precision if precision in ("bf16", "fp16") else "fp32"
+    module = OnnxModule(net.onnx, runtime=chosen, device=device, precision=name)
+    upscaler = Upscaler(
+        dataclasses.replace(net, module=module), device=dev, dtype=torch.float32,
+        tile=tile, tile_pad=tile_pad,
+    )  # fmt: skip
+    upscaler.runtime, upscaler.runtime_precision = chosen, name
     return upscaler
 
 

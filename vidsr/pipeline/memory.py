@@ -188,6 +188,8 @@ def batch_size(
         if upscaler.device.type != "cuda":
             return 1
         memory = CudaMemory(upscaler.device)
+    if getattr(upscaler, "runtime", "torch") == "onnxruntime":
+        return 1  # ONNX Runtime's own memory arena: torch's counters do not see it
     state: MemoryState = upscaler.memory
     key = (height, width)
     if key in state.tile or state.max_batch.get(key) == 1:

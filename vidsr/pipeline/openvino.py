@@ -71,8 +71,8 @@ class OpenVINOModule:
     own infer request (lanes call from several threads)."""
 
     def __init__(
-        self, module: torch.nn.Module, *, device: str = "CPU", precision: str = "fp32",
-        threads: int = 0,
+        self, module: torch.nn.Module | None, *, device: str = "CPU", precision: str = "fp32",
+        threads: int = 0, static: bool = False, model: Any = None,
     ) -> None:  # fmt: skip
         import openvino as ov
 
@@ -80,14 +80,41 @@ class OpenVINOModule:
         self.device = device
         self.precision = precision
         self.threads = threads or torch.get_num_threads()
-        example = torch.zeros(1, 3, 32, 32)
-        with torch.no_grad():  # not inference_mode: the converter traces the module
-            self.model = ov.convert_model(
-                module.float().eval(), example_input=example,
-                input=[ov.PartialShape([-1, 3, -1, -1])],
-            )  # fmt: skip
+        # static: converted again for each input shape, with that input as the example - for
+        # architectures whose forward reads the input's size in Python (window attention,
+        # padding to a multiple), which a dynamic conversion would freeze at the example's
+        self.static = static
+        self.source = module
+        self.model = model
+        if model is None and not static:
+            self.model = self._convert(torch.zeros(1, 3, 32, 32), dynamic=True)
         self._compiled: dict[tuple[int, ...], Any] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_file(
+        cls, path: Any, *, device: str = "CPU", precision: str = "fp32"
+    ) -> OpenVINOModule:
+        """An ONNX (or OpenVINO IR) file, read by OpenVINO; ``DeviceError`` if it cannot."""
+        import openvino as ov
+
+        try:
+            model = ov.Core().read_model(str(path))
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise DeviceError(f"OpenVINO cannot read {path} ({first})") from exc
+        return cls(None, device=device, precision=precision, model=model)
+
+    def _convert(self, example: torch.Tensor, *, dynamic: bool) -> Any:
+        import openvino as ov
+
+        assert self.source is not None
+        shape = [-1, 3, -1, -1] if dynamic else list(example.shape)
+        with torch.no_grad():  # not inference_mode: the converter traces the module
+            return ov.convert_model(
+                self.source.float().eval(), example_input=example,
+                input=[ov.PartialShape(shape)],
+            )  # fmt: skip
 
     def config(self) -> dict[str, Any]:
         hint = _HINTS.get(self.precision, "f32")
@@ -108,8 +135,11 @@ class OpenVINOModule:
         with self._lock:
             found = self._compiled.get(shape)
             if found is None:
-                model = self.model.clone()
-                model.reshape({model.inputs[0]: list(shape)})
+                if self.static:
+                    model = self._convert(torch.rand(*shape), dynamic=False)
+                else:
+                    model = self.model.clone()
+                    model.reshape({model.inputs[0]: list(shape)})
                 try:
                     found = self.core.compile_model(model, self.device, self.config())
                 except RuntimeError as exc:
@@ -130,8 +160,12 @@ class OpenVINOModule:
         other._lock = threading.Lock()
         return other
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        data = np.ascontiguousarray(x.detach().to(torch.float32).cpu().numpy())
+    def infer(self, data: np.ndarray) -> np.ndarray:
+        """One run on an array of the model's input type; a copy of its output."""
+        data = np.ascontiguousarray(data)
         request = self.compiled(tuple(data.shape)).create_infer_request()
-        out = request.infer({0: data})[0]
-        return torch.from_numpy(np.array(out, copy=True))
+        return np.array(request.infer({0: data})[0], copy=True)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        data = x.detach().to(torch.float32).cpu().numpy()
+        return torch.from_numpy(self.infer(data))

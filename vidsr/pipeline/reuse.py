@@ -43,8 +43,9 @@ AUTO_THRESHOLD = 6
 def receptive_margin(module: torch.nn.Module, arch: str) -> int | None:
     """How far (input pixels) the network's output depends on its input around a pixel:
     SRVGGNetCompact's convolutions (the sum of their half kernels, times dilation), None for
-    architectures whose reach is the whole frame (RRDBNet: reuse of whole frames only)."""
-    if arch != "SRVGGNetCompact":
+    architectures whose reach is the whole frame (RRDBNet, spandrel's other architectures,
+    ONNX graphs: reuse of whole frames only). spandrel's Compact is the same network."""
+    if arch not in ("SRVGGNetCompact", "Compact"):
         return None
     reach = 0
     for layer in module.modules():

@@ -109,12 +109,19 @@ def resolve(settings: Settings, device_type: str) -> Settings:
     for an unknown model, ``UsageError`` for an unknown encoder."""
     import torch
 
-    from vidsr.models.loader import DEFAULT_DENOISE_STRENGTH, expected_scale
+    from vidsr.models.loader import DEFAULT_DENOISE_STRENGTH, describe_model
     from vidsr.models.registry import find_record
     from vidsr.pipeline.infer import precision_name, resolve_precision
 
-    precision = precision_name(resolve_precision(settings.precision, torch.device(device_type)))
-    scale = settings.scale if settings.scale is not None else float(expected_scale(settings.model))
+    facts = describe_model(settings.model)
+    dev = torch.device(device_type)
+    if facts.loader == "onnx" and device_type == "cuda" and settings.precision == "auto":
+        precision = "fp16" if "fp16" in facts.precisions else "fp32"  # the graph's own
+    else:
+        precision = precision_name(
+            resolve_precision(settings.precision, dev, facts.precisions, facts.name)
+        )
+    scale = settings.scale if settings.scale is not None else float(facts.scale)
     if any(v is not None for v in (settings.size, settings.width, settings.height)):
         scale = None  # the size options set the output size (one way only: the option table)
     record = find_record(settings.model)
@@ -142,21 +149,34 @@ OPENVINO_MIN_PIXELS = 320 * 240
 def resolve_runtime(settings: Settings, size: tuple[int, int], device_type: str) -> str:
     """What runs the model for a model input of ``size`` (w, h): ``--runtime`` where given
     (OpenVINO refused in one line where it is not installed, or beside CUDA); an Intel GPU
-    always OpenVINO; ``auto`` OpenVINO on the CPU where it is installed and the frames are
-    large enough (:data:`OPENVINO_MIN_PIXELS`), torch otherwise."""
+    always OpenVINO; an ONNX model OpenVINO or ONNX Runtime
+    (:func:`vidsr.pipeline.onnx_run.pick_runtime`); ``auto`` OpenVINO on the CPU where it is
+    installed and the frames are large enough (:data:`OPENVINO_MIN_PIXELS`) for vidsr's own
+    architectures, torch otherwise (community architectures: torch, unmeasured)."""
+    from vidsr.models.loader import describe_model
     from vidsr.pipeline import openvino
 
     devices = getattr(settings, "devices", ())  # bench and preview have one device
-    intel = settings.device.strip().lower().startswith("intel:") or any(
-        d.strip().lower().startswith("intel:") for d in devices
-    )
+    intel_devices = [
+        d for d in (settings.device, *devices) if d.strip().lower().startswith("intel:")
+    ]
     runtime = settings.runtime
-    if intel:
+    facts = describe_model(settings.model)
+    if facts.loader == "onnx":
+        from vidsr.pipeline.onnx_run import pick_runtime
+
+        device = intel_devices[0] if intel_devices else device_type
+        return pick_runtime(runtime, device, facts.name)
+    if runtime == "onnxruntime":
+        raise UsageError(
+            f"{opt('runtime', 'onnxruntime')} runs .onnx model files; {facts.name} is a "
+            f"{facts.arch}: use {opt('runtime', 'torch')} or {opt('runtime', 'openvino')}"
+        )
+    if intel_devices:
         if runtime == "torch":
             raise UsageError(f"{opt('device', settings.device)} runs with OpenVINO, not torch")
-        for d in (settings.device, *devices):
-            if d.strip().lower().startswith("intel:"):
-                openvino.check_device(d)  # refused before any work where there is none
+        for d in intel_devices:
+            openvino.check_device(d)  # refused before any work where there is none
         return "openvino"
     if runtime == "openvino" and device_type == "cuda":
         raise UsageError(
@@ -168,7 +188,7 @@ def resolve_runtime(settings: Settings, size: tuple[int, int], device_type: str)
         return runtime
     if runtime == "torch" or device_type != "cpu" or getattr(settings, "backend", "") == "ray":
         return "torch"
-    if settings.compile:  # torch.compile is torch's: auto keeps the runtime it asks for
+    if settings.compile or facts.loader != "vidsr":  # compile is torch's; see the docstring
         return "torch"
     w, h = size
     return "openvino" if openvino.available() and w * h >= OPENVINO_MIN_PIXELS else "torch"

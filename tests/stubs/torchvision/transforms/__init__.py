@@ -1,0 +1,1 @@
+"""Stand-in: see ``tests/stubs/torchvision/__init__.py``."""
