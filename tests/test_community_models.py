@@ -153,9 +153,12 @@ def _frames(path: Path) -> tuple[list[np.ndarray], list[int]]:
         return [f.to_ndarray(format="rgb24") for f in frames], [f.pts for f in frames]
 
 
+#: Every architecture at every scale, each scale in both file formats.
+CLIP_CASES = [(a, s, ("pth", "safetensors")[i % 2]) for i, (a, s) in enumerate(CASES)]
+
+
 @pytest.mark.parametrize(
-    ("arch", "scale", "fmt"),
-    [("SPAN", 2, "pth"), ("PLKSR", 1, "safetensors"), ("ESRGAN", 4, "pth")],
+    ("arch", "scale", "fmt"), CLIP_CASES, ids=[f"{a}x{s}-{f}" for a, s, f in CLIP_CASES]
 )
 def test_community_model_upscales_a_clip_frame_exact(
     media_clips: dict[str, Path], tmp_path: Path, capsys, arch: str, scale: int, fmt: str
@@ -181,6 +184,25 @@ def test_community_model_upscales_a_clip_frame_exact(
         want = (up(x)[0].permute(1, 2, 0).numpy() * 255).round()
         assert frame.shape == want.shape
         assert np.abs(frame.astype(np.int16) - want).max() <= 1
+
+
+def test_community_model_upscales_an_image(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from vidsr.pipeline.infer import build_upscaler
+
+    path = save(community_model("SPAN", 2, seed=8), tmp_path / "span.safetensors")
+    src = tmp_path / "in.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(src)
+    out = tmp_path / "out.png"
+    code, _, err = run_cli(capsys, "upscale", src, "-m", path, "-o", out)
+    assert code == 0, err
+    got = np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
+    x = torch.from_numpy(np.asarray(Image.open(src))).permute(2, 0, 1)[None].float() / 255
+    up = build_upscaler(str(path), device="cpu", precision="fp32")
+    want = (up(x)[0].permute(1, 2, 0).numpy() * 255).round()
+    assert got.shape == (40, 60, 3) and np.abs(got - want).max() <= 1
 
 
 def test_imported_community_model_is_listed_and_runs_offline(
@@ -431,3 +453,94 @@ def test_grey_onnx_graph_is_refused(tmp_path: Path) -> None:
         ModelError, match="takes 1-channel images; vidsr runs 3-channel RGB models only"
     ):
         inspect_onnx(path)
+
+
+# --- everything else works with them ----------------------------------------------------------
+
+
+def test_spandrel_model_on_openvino_matches_torch(tmp_path: Path) -> None:
+    """OpenVINO converts a community module per input shape (its forward reads the size in
+    Python): every shape, tiles included, within 1e-4 of torch."""
+    from vidsr.pipeline.infer import build_upscaler
+
+    path = save(community_model("SPAN", 2, seed=4), tmp_path / "span.safetensors")
+    torch_up = build_upscaler(str(path), device="cpu", precision="fp32")
+    ov_up = build_upscaler(str(path), device="cpu", precision="fp32", runtime="openvino")
+    assert ov_up.runtime == "openvino"
+    for shape in [(1, 3, 20, 28), (2, 3, 33, 17)]:
+        x = torch.rand(*shape)
+        assert (ov_up(x) - torch_up(x)).abs().max() <= 1e-4
+    tiled = build_upscaler(
+        str(path), device="cpu", precision="fp32", runtime="openvino", tile=16, tile_pad=4
+    )
+    x = torch.rand(1, 3, 40, 40)
+    tiled_torch = build_upscaler(str(path), device="cpu", precision="fp32", tile=16, tile_pad=4)
+    assert (tiled(x) - tiled_torch(x)).abs().max() <= 1e-4
+
+
+def test_chunked_run_with_reuse_equals_one_pass(
+    media_clips: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    """Chunks (two worker processes) and --reuse exact (whole frames for SPAN) give the
+    frames of one plain pass."""
+    path = save(community_model("SPAN", 2, seed=6), tmp_path / "span.pth")
+    src = media_clips["cfr"]
+    common = ["-m", path, "--codec", "ffv1", "--pix-fmt", "bgr0"]
+    one = tmp_path / "one.mkv"
+    assert run_cli(capsys, "upscale", src, "-o", one, *common)[0] == 0
+    chunked = tmp_path / "chunked.mkv"
+    code, out, err = run_cli(
+        capsys, "upscale", src, "-o", chunked, *common, "--chunk-frames", "8",
+        "--reuse", "exact", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json_events(out)[-1]["reused_tiles"] is not None
+    a, b = _frames(one)[0], _frames(chunked)[0]
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_preview_compares_a_community_model_with_animevideov3(
+    media_clips: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    from PIL import Image
+
+    from vidsr.ops import make_preview
+    from vidsr.settings import make_settings
+
+    path = save(community_model("PLKSR", 2, seed=7), tmp_path / "plksr-x2.safetensors")
+    png = tmp_path / "side.png"
+    code, _, err = run_cli(
+        capsys, "preview", media_clips["cfr"], "--models", f"{path},realesr-animevideov3",
+        "--at", "0.5", "-o", png,
+    )  # fmt: skip
+    assert code == 0, err
+    with Image.open(png) as im:
+        assert im.width >= 3 * 256
+    settings = make_settings(
+        "preview",
+        {"at": "0.5", "models": [str(path), "realesr-animevideov3"], "output": tmp_path / "b.png",
+         "device": "cpu"},
+    )  # fmt: skip
+    r = make_preview(media_clips["cfr"], settings)
+    assert r["scale"] == 4 and len(r["panels"]) == 3  # the x2 model resized to the common x4
+    assert r["panels"][1]["label"].startswith(f"{path}, x4")
+
+
+@pytest.mark.parametrize("kind", ["spandrel", "onnx"])
+def test_bench_runs_community_and_onnx_models(tmp_path: Path, capsys, kind: str) -> None:
+    if kind == "onnx":
+        path, _ = _onnx(tmp_path, "b.onnx")
+    else:
+        path = save(community_model("SPAN", 2), tmp_path / "span.pth")
+    code, out, err = run_cli(
+        capsys, "bench", "-m", path, "--device", "cpu", "--size", "64x36", "--frames", "4", "--json"
+    )
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["pipeline_frames"] == 4 and r["model_fps"] > 0
+    assert r["settings"]["output_size"] == "128x72"
+    if kind == "onnx":
+        assert r["settings"]["runtime"] in ("openvino", "onnxruntime")
+        assert r["serial_fps"] is None and r["model_nchw_fps"] is None
+    else:
+        assert r["model_openvino_fps"] > 0  # the runtimes compared

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vidsr"
 LAYERS = [
     ("front-end", ["vidsr", "vidsr.cli", "vidsr.api", "vidsr.batch", "vidsr.bench", "vidsr.ops"]),
     ("run", ["vidsr.run"]),
-    ("jobs", ["vidsr.jobs"]),
+    ("jobs", ["vidsr.jobs", "vidsr.training"]),
     ("pipeline", ["vidsr.pipeline"]),
     ("media/models", ["vidsr.media", "vidsr.models"]),
     ("base", ["vidsr.options", "vidsr.settings", "vidsr.home", "vidsr.files", "vidsr.errors"]),

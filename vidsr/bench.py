@@ -867,7 +867,7 @@ class _Bench:
             {
                 "pipeline_frames": counts["pipeline"],
                 "segment_frames": counts["segment"],
-                "serial_frames": counts["serial"],
+                "serial_frames": counts.get("serial"),
                 "decode_frames": counts["decode"],
                 "pipeline_vs_model": ratio(pipeline_fps, out["model_fps"]),
                 "pipeline_vs_model_lanes": ratio(pipeline_fps, out["model_lanes_fps"]),

@@ -37,7 +37,7 @@ from vidsr.models.sources import (
     record_spec,
     resolve_state_dict,
 )
-from vidsr.models.weights import WEIGHT_SUFFIXES, read_weights_file
+from vidsr.models.weights import MODEL_SUFFIXES, read_weights_file
 
 #: realesr-general-x4v3's default denoise strength, as in Real-ESRGAN's inference script.
 DEFAULT_DENOISE_STRENGTH = 0.5
@@ -156,7 +156,7 @@ def _size_multiple(spec: ArchSpec) -> int:
 
 def _looks_like_path(spec: str) -> bool:
     return (
-        Path(spec).suffix.lower() in WEIGHT_SUFFIXES
+        Path(spec).suffix.lower() in MODEL_SUFFIXES
         or os.sep in spec
         or (os.altsep is not None and os.altsep in spec)
         or Path(spec).exists()
@@ -219,12 +219,13 @@ def _facts_of(kind: str, value: Any) -> ModelFacts:
         return ModelFacts(
             value.name, value.arch, int(value.scale), "vidsr", ("fp16", "bf16"), value.params
         )
-    if kind == "cached":  # vidsr's own architectures: from the header, no tensors read
+    if kind == "cached":  # from the header, no tensors read (ONNX entries: kind "onnx")
         for row in cached_models():
-            if row["name"] == value and row["scale"] and row["loader"] == "vidsr":
+            if row["name"] == value and row["scale"]:
                 return ModelFacts(
-                    value, row["arch"], row["scale"], "vidsr", ("fp16", "bf16"), row["params"]
-                )
+                    value, row["arch"], row["scale"], row["loader"], row["precisions"],
+                    row["params"],
+                )  # fmt: skip
     return _facts(_weights_of(kind, value, None, None))
 
 

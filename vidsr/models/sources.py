@@ -182,12 +182,14 @@ def _row(name: str, metadata: Mapping[str, str], spec: ArchSpec) -> dict[str, An
         "source": metadata.get("source", ""),
         "scale": int(scale),
         "loader": metadata.get("loader", "vidsr"),
+        "precisions": tuple(p for p in metadata.get("precisions", "fp16,bf16").split(",") if p),
     }
 
 
 def cached_models() -> list[dict[str, Any]]:
     """Every readable cache entry: ``name``, ``arch``, ``kwargs``, ``params``, ``source``,
-    ``scale`` and ``loader`` (``vidsr``, ``spandrel`` or ``onnx``)."""
+    ``scale``, ``loader`` (``vidsr``, ``spandrel`` or ``onnx``) and ``precisions`` (the
+    reduced ones it runs)."""
     folder = models_dir()
     rows: list[dict[str, Any]] = []
     if not folder.is_dir():

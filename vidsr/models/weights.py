@@ -25,6 +25,8 @@ TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
 SAFETENSORS_SUFFIXES = (".safetensors",)
 NCNN_SUFFIXES = (".param",)
 WEIGHT_SUFFIXES = TORCH_SUFFIXES + SAFETENSORS_SUFFIXES + NCNN_SUFFIXES
+#: Every model file vidsr takes: weights, and ONNX graphs (vidsr.models.onnx).
+MODEL_SUFFIXES = (*WEIGHT_SUFFIXES, ".onnx")
 
 #: Where release checkpoints keep the generator, in order of preference.
 STATE_DICT_KEYS = ("params_ema", "params", "state_dict", "model")

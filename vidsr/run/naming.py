@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vidsr.errors import UsageError, opt
-from vidsr.models.weights import WEIGHT_SUFFIXES
+from vidsr.models.weights import MODEL_SUFFIXES
 
 #: A video's default container (it carries every stream vidsr keeps).
 DEFAULT_VIDEO_SUFFIX = ".mkv"
@@ -21,7 +21,7 @@ def model_label(model: str) -> str:
     """How a model appears in file names: a path's last part without a weights suffix."""
     name = Path(model).name or model
     suffix = Path(name).suffix
-    if suffix.lower() in WEIGHT_SUFFIXES:
+    if suffix.lower() in MODEL_SUFFIXES:
         name = name[: -len(suffix)]
     return name or "model"
 
