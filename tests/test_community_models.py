@@ -544,3 +544,54 @@ def test_bench_runs_community_and_onnx_models(tmp_path: Path, capsys, kind: str)
         assert r["serial_fps"] is None and r["model_nchw_fps"] is None
     else:
         assert r["model_openvino_fps"] > 0  # the runtimes compared
+
+
+def test_an_fp16_onnx_graph_runs_at_its_own_precision(tmp_path: Path) -> None:
+    """ONNX Runtime feeds an fp16 graph fp16 and says so; the run's resolved settings (the
+    resume fingerprint) carry that precision, not the CPU's fp32 default."""
+    from helpers import upscale_settings
+
+    from vidsr.models.arch import SRVGGNetCompact
+    from vidsr.models.onnx import inspect_onnx
+    from vidsr.pipeline.infer import build_upscaler
+    from vidsr.run.resolve import resolve
+
+    torch.manual_seed(9)
+    model = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=2).eval()
+    path = tmp_path / "half.onnx"
+    torch.onnx.export(
+        model.half(), torch.rand(1, 3, 16, 16).half(), str(path), input_names=["input"],
+        dynamic_axes={"input": {2: "h", 3: "w"}}, dynamo=False,
+    )  # fmt: skip
+    assert inspect_onnx(path).dtype == "fp16"
+    up = build_upscaler(str(path), device="cpu", precision="auto", runtime="onnxruntime")
+    assert up.precision_name == "fp16"
+    x = torch.rand(1, 3, 20, 24)
+    with torch.inference_mode():
+        want = model.float()(x).clamp(0, 1)
+    assert (up(x) - want).abs().max() < 1e-2  # fp16 arithmetic
+    settings = resolve(upscale_settings(model=str(path), runtime="onnxruntime"), "cpu")
+    assert settings.precision == "fp16"
+    with pytest.raises(UsageError, match=r"in its own precision .fp16."):
+        build_upscaler(str(path), device="cpu", precision="fp32", runtime="onnxruntime")
+
+
+def test_a_torchvision_that_does_not_match_torch_is_one_line(tmp_path: Path) -> None:
+    """A torchvision built for another torch fails at import with a RuntimeError (measured
+    here with PyPI's 0.28.0: "operator torchvision::nms does not exist"): one line that says
+    what to fix, not a traceback."""
+    broken = tmp_path / "broken" / "torchvision"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        "raise RuntimeError('operator torchvision::nms does not exist')\n"
+    )
+    path = save(community_model("SPAN", 2), tmp_path / "span.pth")
+    env = {**os.environ, "PYTHONPATH": str(broken.parent)}
+    out = subprocess.run(
+        [sys.executable, "-m", "vidsr", "models", "import", str(path)],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0
+    assert "spandrel, which fails to import (operator torchvision::nms" in out.stderr
+    assert "torchvision must be the build that matches torch" in out.stderr

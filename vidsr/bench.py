@@ -582,7 +582,9 @@ class _Bench:
         # Copies with plain NCHW weights, made before the Upscaler turns the weights channels_last.
         weight_dtype = torch.float32 if (dev.type == "cpu" and dtype == torch.bfloat16) else dtype
         self.nchw_module: Any = _contiguous_copy(net.module, dev, weight_dtype)
-        self.serial_half = dev.type == "cuda"  # Real-ESRGAN: fp16 on a GPU unless --fp32
+        self.serial_half = (
+            dev.type == "cuda" and "fp16" in net.precisions
+        )  # Real-ESRGAN: fp16 on a GPU unless --fp32
         self.serial_module: Any = _contiguous_copy(
             net.module, dev, torch.float16 if self.serial_half else torch.float32
         )
@@ -597,7 +599,11 @@ class _Bench:
             openvino.check_device(settings.device)  # refused in one line where absent
         if dev.type == "cpu" and openvino.available() and not settings.compile:
             name = "bf16" if dtype == torch.bfloat16 else "fp32"
-            if target != "CPU" and settings.precision in ("auto", "fp16"):
+            if (
+                target != "CPU"
+                and settings.precision in ("auto", "fp16")
+                and "fp16" in net.precisions
+            ):
                 name = "fp16"  # an Intel GPU's own precision
             self.ov_upscaler = Upscaler(net, device=dev, dtype=torch.float32)
             self.ov_upscaler.module = openvino.OpenVINOModule(

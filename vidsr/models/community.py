@@ -74,7 +74,7 @@ def available() -> bool:
     """Whether spandrel imports here (it needs torchvision and einops)."""
     try:
         import spandrel  # noqa: F401
-    except ImportError:
+    except Exception:  # ImportError, or a torchvision that does not match torch
         return False
     return True
 
@@ -88,6 +88,12 @@ def _spandrel(source: str) -> Any:
             f"{source} is not a Real-ESRGAN model (RRDBNet or SRVGGNetCompact); other "
             f"architectures load through spandrel, which does not import here ({missing} is "
             f"missing): {INSTALL_HINT}"
+        ) from None
+    except Exception as exc:  # e.g. "operator torchvision::nms does not exist"
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"{source} needs spandrel, which fails to import ({first}): torchvision must be the "
+            "build that matches torch (README: Community models)"
         ) from None
     return spandrel
 
@@ -118,6 +124,9 @@ class SpandrelModule(nn.Module):
                 return self.model
             found = self._copies.get(me)
             if found is None:
+                alive = {t.ident for t in threading.enumerate()}
+                for ident in [i for i in self._copies if i not in alive]:
+                    del self._copies[ident]  # a lane that has ended
                 found = self._copies[me] = copy.deepcopy(self.model)
             return found
 
@@ -154,14 +163,14 @@ def closest_architecture(state_dict: Mapping[str, Any]) -> str | None:
     least half of them present), or None; without spandrel, None."""
     try:
         import spandrel
-    except ImportError:
+    except Exception:
         return None
-    best, best_score = None, 0.5
+    best, best_score = None, 0.0
     for support in spandrel.MAIN_REGISTRY.architectures("detection"):
         score = _score(getattr(support.architecture, "_detect", None), state_dict)
         if score > best_score:
             best, best_score = str(support.architecture.id), score
-    return best
+    return best if best_score >= 0.5 else None
 
 
 def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -232,7 +241,9 @@ def recognise(
         spec = detect_architecture(state_dict, source=source)
     except NearMiss as own:
         if not available():
-            raise
+            raise ModelError(
+                f"{own}; if it is another architecture, spandrel may know it: {INSTALL_HINT}"
+            ) from None
         return None, load_community(state_dict, source, near=own.arch)
     except ModelError:
         return None, load_community(state_dict, source)
@@ -264,7 +275,7 @@ def load_community(
         (s for s in spandrel.MAIN_REGISTRY.architectures("detection") if s.detect(sd)), None
     )
     if support is None:
-        near = near or closest_architecture(sd)
+        near = closest_architecture(sd) or near
         sample = ", ".join(list(sd)[:3]) or "no tensors"
         hint = f"; the closest known architecture is {near}, but keys are missing" if near else ""
         raise ModelError(
@@ -288,7 +299,5 @@ def load_community(
     call = getattr(descriptor, "_call_fn", None) or (lambda model, image: model(image))
     module = SpandrelModule(descriptor.model, call).float().eval()
     module.requires_grad_(False)
-    tensors = {
-        k: v.detach().to("cpu").contiguous() for k, v in descriptor.model.state_dict().items()
-    }
+    tensors = {k: v.detach().to("cpu").clone() for k, v in descriptor.model.state_dict().items()}
     return module, describe(descriptor), tensors

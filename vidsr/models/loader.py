@@ -87,6 +87,7 @@ class ModelFacts:
     loader: str
     precisions: tuple[str, ...]
     params: int
+    dtype: str = "fp32"  # an ONNX graph's input type (what ONNX Runtime runs it at)
 
 
 @dataclass
@@ -232,7 +233,9 @@ def _facts_of(kind: str, value: Any) -> ModelFacts:
 def _facts(found: _Found) -> ModelFacts:
     if found.onnx is not None:
         g = found.onnx
-        return ModelFacts(found.name, "ONNX", g.scale, "onnx", _onnx_precisions(g), g.params)
+        return ModelFacts(
+            found.name, "ONNX", g.scale, "onnx", _onnx_precisions(g), g.params, g.dtype
+        )
     if found.community is not None:
         module, described, _sd = found.community
         params = sum(p.numel() for p in module.parameters())

@@ -30,14 +30,15 @@ PROBE = 64
 @dataclass(frozen=True)
 class OnnxGraph:
     """An ONNX super-resolution graph. ``batch``/``size``: the fixed batch and (height,
-    width), None where dynamic (fixed sizes are run in tiles of that size). ``dtype``:
+    width), None where dynamic (a fixed side is run in windows of that size; ``size`` is
+    None when both are dynamic). ``dtype``:
     ``fp32`` or ``fp16`` (what the input tensor must be). ``params``: weights' element
     count (0 where no reader could count them). ``digest``: sha256 of the file."""
 
     path: Path
     input: str
     batch: int | None
-    size: tuple[int, int] | None
+    size: tuple[int | None, int | None] | None
     dtype: str
     channels: int
     out_channels: int
@@ -52,6 +53,25 @@ def available() -> bool:
         with contextlib.suppress(ImportError):
             __import__(name)
             return True
+    return False
+
+
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+def uses_external_data(path: Path) -> bool:
+    """Whether the graph keeps weights in files beside it (checked with the onnx package
+    where installed; False where it is not)."""
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        return any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
     return False
 
 
@@ -162,18 +182,20 @@ def inspect_onnx(path: str | Path) -> OnnxGraph:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist")
-    try:
-        import openvino  # noqa: F401
-
-        name, dims, dtype, reader = _read_openvino(path)
-    except ImportError:
+    readers = [r for r in ("openvino", "onnxruntime") if _importable(r)]
+    if not readers:
+        raise ModelError(f"{path} is an ONNX model; running it needs {INSTALL_HINT}")
+    for i, reader_name in enumerate(readers):  # OpenVINO first; ONNX Runtime where it fails
         try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise ModelError(f"{path} is an ONNX model; running it needs {INSTALL_HINT}") from None
-        name, dims, dtype, reader = _read_onnxruntime(path)
+            read = _read_openvino if reader_name == "openvino" else _read_onnxruntime
+            name, dims, dtype, reader = read(path)
+            break
+        except ModelError:
+            if i == len(readers) - 1:
+                raise
     if len(dims) != 4:
-        raise ModelError(f"{path}: its input has rank {len(dims)}; vidsr runs (N, C, H, W) images")
+        rank = len(dims) if dims else "unknown"
+        raise ModelError(f"{path}: its input has rank {rank}; vidsr runs (N, C, H, W) images")
     if dims[1] not in (None, 3):
         raise ModelError(
             f"{path} takes {dims[1]}-channel images; vidsr runs 3-channel RGB models only"
@@ -197,7 +219,7 @@ def inspect_onnx(path: str | Path) -> OnnxGraph:
         path=path,
         input=name,
         batch=dims[0],
-        size=(dims[2], dims[3]) if dims[2] and dims[3] else None,
+        size=(dims[2], dims[3]) if dims[2] or dims[3] else None,
         dtype=dtype,
         channels=3,
         out_channels=3,

@@ -124,7 +124,12 @@ def write_cache(
     from safetensors.torch import save_file
 
     final = cache_path(name)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
+    tensors = {
+        k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu())
+        .clone()
+        .contiguous()
+        for k, v in state_dict.items()
+    }
     metadata = {
         "format": "pt",
         "vidsr_cache": "1",
@@ -353,9 +358,14 @@ def _import_onnx(path: Path, name: str) -> str:
     """Copy an ONNX file into the cache as ``name`` with its facts beside it."""
     import shutil
 
-    from vidsr.models.onnx import inspect_onnx
+    from vidsr.models.onnx import inspect_onnx, uses_external_data
 
     graph = inspect_onnx(path)
+    if uses_external_data(path):
+        raise ModelError(
+            f"{path} keeps its weights in files beside it (ONNX external data); import a "
+            "single-file export, or run it in place with -m FILE.onnx"
+        )
     final = onnx_cache_path(name)
     facts = {
         "name": name,
@@ -381,9 +391,10 @@ def _import_onnx(path: Path, name: str) -> str:
 
 
 def _import_community(path: Path, name: str, found: Any) -> str:
-    _module, described, tensors = found
+    module, described, tensors = found
     spec = ArchSpec(described.arch, described.hyperparameters)
-    extra = {"loader": "spandrel", **described.to_metadata()}
+    params = sum(p.numel() for p in module.parameters())  # buffers are not parameters
+    extra = {"loader": "spandrel", "params": str(params), **described.to_metadata()}
     write_cache(name, tensors, spec, f"import:{path.name}", extra)
     _drop_onnx(name)
     return name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import threading
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from vidsr.models.loader import LoadedNetwork, load_network
 from vidsr.options import DEVICE_PATTERN, PRECISIONS
 from vidsr.pipeline.memory import MemoryState
 
+log = logging.getLogger(__name__)
 _SWITCHING = threading.Lock()  # one precision switch at a time
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -183,6 +185,14 @@ class Upscaler:
         # (module, dtype, autocast), swapped as one: a thread mid-forward keeps its own triple
         self._exec: tuple[Any, torch.dtype, bool] = (module, dtype, autocast)
         self.memory = MemoryState()
+        if tile and net.tiling != "supported":
+            log.warning(
+                "%s: %s %s tiling (its global attention sees the whole frame): tiles may "
+                "show seams; leave --tile out where memory allows",
+                net.name,
+                net.arch,
+                "discourages" if net.tiling == "discouraged" else "does its own",
+            )
         self.runtime = "torch"  # or "openvino": the module is then an OpenVINOModule
         self.runtime_precision = ""  # OpenVINO's precision (the tensors stay fp32)
 
@@ -204,7 +214,11 @@ class Upscaler:
         again), and what was measured at the old precision is measured again."""
         with _SWITCHING:
             if self.runtime == "onnxruntime":
-                return  # the graph's own precision: nothing else to switch to
+                raise DeviceError(
+                    f"the ONNX graph gave NaN or Inf at {self.runtime_precision} on ONNX "
+                    f"Runtime, which runs it only in its own precision; use "
+                    f"{opt('runtime', 'openvino')} or an fp32 export"
+                )
             if self.runtime == "openvino":
                 if self.runtime_precision != "fp32":
                     self._exec = (self.module.with_precision("fp32"), torch.float32, False)
@@ -302,11 +316,11 @@ def build_upscaler(
     :func:`vidsr.jobs.chunk.upscaler_for`."""
     intel = device.strip().lower().startswith("intel:")
     dev = resolve_device(device)
-    if intel and precision == "auto":
-        precision = "fp16"  # an Intel GPU's own precision (OpenVINO's default there)
     net = load_network(model, denoise_strength=denoise_strength, progress=progress)
     if net.onnx is not None:
         return _onnx_upscaler(net, device, dev, precision, runtime, tile, tile_pad, compile)
+    if intel and precision == "auto":  # an Intel GPU's own precision, where the model has it
+        precision = "fp16" if "fp16" in net.precisions else "fp32"
     if runtime == "onnxruntime":
         raise UsageError(
             f"{opt('runtime', 'onnxruntime')} runs .onnx model files; {net.name} is a "
@@ -350,24 +364,13 @@ def _onnx_upscaler(
 ) -> Upscaler:
     """An ONNX graph's upscaler: OpenVINO (at ``precision``'s hint) or ONNX Runtime (the
     graph's own precision), chosen by :func:`vidsr.pipeline.onnx_run.pick_runtime`."""
-    from vidsr.pipeline.onnx_run import OnnxModule, pick_runtime
+    from vidsr.pipeline.onnx_run import OnnxModule, onnx_precision, pick_runtime
 
     assert net.onnx is not None
     if compile:
         raise UsageError(f"{opt('compile')} is torch's: an ONNX model runs without it")
     chosen = pick_runtime(runtime, device, net.name)
-    graph_precision = net.onnx.dtype
-    if chosen == "onnxruntime":
-        if precision not in ("auto", graph_precision):
-            raise UsageError(
-                f"ONNX Runtime runs {net.name} in its graph's precision ({graph_precision}); "
-                f"leave {opt('precision')} out, or use {opt('runtime', 'openvino')}"
-            )
-        name = graph_precision
-    else:
-        if precision == "fp16" and dev.type == "cpu" and not device.lower().startswith("intel:"):
-            resolve_precision(precision, dev)  # refused on the CPU, as with torch
-        name = precision if precision in ("bf16", "fp16") else "fp32"
+    name = onnx_precision(precision, chosen, net.onnx.dtype, device)
     module = OnnxModule(net.onnx, runtime=chosen, device=device, precision=name)
     upscaler = Upscaler(
         dataclasses.replace(net, module=module), device=dev, dtype=torch.float32,

@@ -63,6 +63,28 @@ def pick_runtime(asked: str, device: str, model: str) -> str:
     return asked
 
 
+def onnx_precision(asked: str, runtime: str, graph_dtype: str, device: str) -> str:
+    """The precision an ONNX graph runs at: on ONNX Runtime the graph's own (``fp32`` or
+    ``fp16``; another one asked for is refused); on OpenVINO its inference hint: ``auto`` is
+    fp16 on an Intel GPU and fp32 on the CPU, fp16 on the CPU is refused (as with torch)."""
+    intel = device.strip().lower().startswith("intel:")
+    if runtime == "onnxruntime":
+        if asked not in ("auto", graph_dtype):
+            raise UsageError(
+                f"ONNX Runtime runs this graph in its own precision ({graph_dtype}); leave "
+                f"{opt('precision')} out, or use {opt('runtime', 'openvino')}"
+            )
+        return graph_dtype
+    if asked == "auto":
+        return "fp16" if intel else "fp32"
+    if asked == "fp16" and not intel:
+        raise DeviceError(
+            "fp16 on the CPU is refused: it runs far slower than fp32; use "
+            f"{opt('precision', 'fp32')} or {opt('precision', 'bf16')} on the CPU"
+        )
+    return asked
+
+
 def _ort_available() -> bool:
     try:
         import onnxruntime  # noqa: F401
@@ -86,7 +108,18 @@ def ort_providers(device: str) -> list[Any]:
                 f"ONNX Runtime here has no CUDA provider (it has {', '.join(have)}): "
                 "pip install onnxruntime-gpu, or use --device cpu"
             )
-        return [(p, {"device_id": index}) for p in wanted] + ["CPUExecutionProvider"]
+        from vidsr.home import home_dir
+
+        cache = home_dir() / "tensorrt-engines"  # TensorRT builds an engine per input shape
+        options = {
+            "TensorrtExecutionProvider": {
+                "device_id": index,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+            },
+            "CUDAExecutionProvider": {"device_id": index},
+        }
+        return [(p, options[p]) for p in wanted] + ["CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
@@ -96,9 +129,18 @@ def _ort_runner(graph: OnnxGraph, device: str, threads: int) -> Callable[[np.nda
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(
-        str(graph.path), sess_options=options, providers=ort_providers(device)
-    )
+    try:
+        session = ort.InferenceSession(
+            str(graph.path), sess_options=options, providers=ort_providers(device)
+        )
+    except DeviceError:
+        raise
+    except Exception as exc:  # ONNX Runtime's own exception types
+        text = str(exc).strip().splitlines()
+        raise DeviceError(
+            f"ONNX Runtime cannot run {graph.path.name} on {device} "
+            f"({text[0][:200] if text else type(exc).__name__}); try {opt('runtime', 'openvino')}"
+        ) from None
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
 
@@ -130,6 +172,7 @@ class OnnxModule(nn.Module):
         self.runtime = runtime
         self.device_spec = device
         self.precision = precision
+        self.threads = threads
         self._np_dtype = np.float16 if graph.dtype == "fp16" else np.float32
         self._lock = threading.Lock()
         if runtime == "openvino":
@@ -142,8 +185,9 @@ class OnnxModule(nn.Module):
     def with_precision(self, precision: str) -> OnnxModule:
         """The same graph at another OpenVINO precision (after an overflow: fp32)."""
         return OnnxModule(
-            self.graph, runtime=self.runtime, device=self.device_spec, precision=precision
-        )
+            self.graph, runtime=self.runtime, device=self.device_spec, precision=precision,
+            threads=self.threads,
+        )  # fmt: skip
 
     def _batch(self, x: np.ndarray) -> np.ndarray:
         """Run ``x`` (n, 3, h, w) in the graph's fixed batch where it has one."""
@@ -164,7 +208,8 @@ class OnnxModule(nn.Module):
         """Run a fixed-size graph over ``x`` in windows of its size (padded where the frame
         is smaller), keeping from each the area it is centred on."""
         n, _c, h, w = x.shape
-        wh, ww = self.graph.size or (h, w)
+        fh, fw = self.graph.size or (None, None)
+        wh, ww = fh or h, fw or w
         s = self.graph.scale
         if h < wh or w < ww:  # a small frame: pad up to one window, run, crop
             ph, pw = max(0, wh - h), max(0, ww - w)

@@ -110,11 +110,19 @@ class OpenVINOModule:
 
         assert self.source is not None
         shape = [-1, 3, -1, -1] if dynamic else list(example.shape)
-        with torch.no_grad():  # not inference_mode: the converter traces the module
-            return ov.convert_model(
-                self.source.float().eval(), example_input=example,
-                input=[ov.PartialShape(shape)],
-            )  # fmt: skip
+        # not inference_mode (the converter traces the module): off even inside a call
+        with torch.inference_mode(False), torch.no_grad():
+            try:
+                return ov.convert_model(
+                    self.source.float().eval(), example_input=example.clone(),
+                    input=[ov.PartialShape(shape)],
+                )  # fmt: skip
+            except Exception as exc:  # tracing and conversion failures of every kind
+                text = str(exc).strip().splitlines()
+                detail = text[0][:200] if text else type(exc).__name__
+                raise DeviceError(
+                    f"OpenVINO cannot convert this model ({detail}); use {opt('runtime', 'torch')}"
+                ) from exc
 
     def config(self) -> dict[str, Any]:
         hint = _HINTS.get(self.precision, "f32")

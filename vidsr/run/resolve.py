@@ -115,8 +115,12 @@ def resolve(settings: Settings, device_type: str) -> Settings:
 
     facts = describe_model(settings.model)
     dev = torch.device(device_type)
-    if facts.loader == "onnx" and device_type == "cuda" and settings.precision == "auto":
-        precision = "fp16" if "fp16" in facts.precisions else "fp32"  # the graph's own
+    if facts.loader == "onnx":  # its runtime's rule (vidsr.pipeline.onnx_run)
+        from vidsr.pipeline.onnx_run import onnx_precision, pick_runtime
+
+        device = settings.device if settings.device.lower().startswith("intel:") else device_type
+        runtime = pick_runtime(settings.runtime, device, facts.name)
+        precision = onnx_precision(settings.precision, runtime, facts.dtype, device)
     else:
         precision = precision_name(
             resolve_precision(settings.precision, dev, facts.precisions, facts.name)
