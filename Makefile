@@ -18,6 +18,11 @@ $(VENV)/.setup-done: pyproject.toml
 	# spandrel without its dependencies: they pull torchvision, and with it a multi-GB CUDA
 	# torch over the CPU one (the tests put a stand-in torchvision on the path instead)
 	$(BIN)/pip install -q --no-deps 'spandrel==0.4.2' 'einops>=0.7'
+	# BasicSR 1.4.2's sources, for the tests that compare vidsr's training degradations with
+	# its own (loaded by path: its package import needs torchvision); no build isolation, or
+	# its setup_requires pulls a CUDA torch
+	$(BIN)/pip install -q setuptools wheel
+	$(BIN)/pip install -q --no-deps --no-build-isolation 'basicsr==1.4.2'
 	touch $@
 
 # The tests also exercise the optional Ray backend on a real local cluster.

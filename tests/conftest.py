@@ -23,6 +23,7 @@ def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VIDSR_HOME", str(home))
         mp.setenv("VIDSR_MODEL_BASE_URL", UNREACHABLE)
+        mp.setenv("VIDSR_VGG_URL", UNREACHABLE + "vgg19-dcbb9e9d.pth")  # finetune's VGG19
         for name in ("VIDSR_TEST_PAUSE", "VIDSR_TEST_PAUSE_MARK", "VIDSR_DEBUG"):
             mp.delenv(name, raising=False)
         yield home

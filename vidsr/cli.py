@@ -409,11 +409,69 @@ def models_list(as_json: bool) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Name to register (default: the file's stem).")
 def models_import(file: Path, name: str | None) -> None:
-    """Import a .pth, .safetensors or ncnn .param (+ .bin) file into the model cache."""
-    from vidsr.models.sources import import_model_file
+    """Import a .pth, .safetensors, .onnx or ncnn .param (+ .bin) file into the model cache
+    (also VGG19 weights and Real-ESRGAN discriminators, for vidsr finetune)."""
+    from vidsr.ops import import_any_model
 
-    registered = import_model_file(file, name)
+    registered = import_any_model(file, name)
     click.echo(f"imported {file} as {registered}; use --model {registered}")
+
+
+@cli.group()
+def finetune() -> None:
+    """Fine-tune a Real-ESRGAN generator on your own footage: prepare, train, export."""
+
+
+@finetune.command("prepare")
+@click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
+@table_options("finetune_prepare")
+def finetune_prepare(sources: tuple[Path, ...], **opts: Any) -> None:
+    """Frames from videos or image folders (or --lr/--hr pairs) into a dataset folder."""
+    from vidsr.training.data import prepare
+
+    settings = settings_from_cli("finetune_prepare", opts)
+    manifest = prepare(list(sources), settings)
+    n = len(manifest["items"])
+    if settings.json:
+        _echo_json({"event": "prepared", "dataset": str(settings.output), "frames": n,
+                    "kind": manifest["kind"], "scale": manifest["scale"]})  # fmt: skip
+    else:
+        click.echo(f"wrote {n} {manifest['kind']} frames to {settings.output}", err=True)
+
+
+@finetune.command("train")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@table_options("finetune_train")
+def finetune_train(dataset: Path, **opts: Any) -> None:
+    """Real-ESRGAN's training recipe on DATASET into the run folder -o RUN (continued when
+    it holds this run)."""
+    from vidsr.training.train import run_training
+
+    settings = settings_from_cli("finetune_train", opts)
+    result = run_training(dataset, settings, _echo_json if settings.json else None)
+    if settings.json:
+        _echo_json(result)
+    else:
+        click.echo(f"trained {result['run']} to iteration {result['iter']}", err=True)
+
+
+@finetune.command("export")
+@click.argument("run", type=click.Path(path_type=Path))
+@table_options("finetune_export")
+def finetune_export(run: Path, **opts: Any) -> None:
+    """The run's EMA generator as a named model (vidsr upscale -m NAME) and a file."""
+    from vidsr.training.export import export_model
+
+    settings = settings_from_cli("finetune_export", opts)
+    result = export_model(run, settings.name, iteration=settings.iter, output=settings.output)
+    if settings.json:
+        _echo_json(result)
+    else:
+        click.echo(
+            f"exported {run} iteration {result['iteration']} as {result['name']} "
+            f"({result['arch']} x{result['scale']}; file {result['file']}); use -m {result['name']}",
+            err=True,
+        )
 
 
 @cli.group()

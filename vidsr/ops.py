@@ -779,3 +779,30 @@ def format_doctor(r: dict[str, Any]) -> str:
         "usable: yes" if r["usable"] else "usable: NO - fix the problems above and run it again"
     )
     return "\n".join(lines)
+
+
+def import_any_model(path: Path, name: str | None) -> str:
+    """``vidsr models import``: VGG19 weights (the perceptual loss) and Real-ESRGAN
+    discriminators go to their own cache entries for ``vidsr finetune``; every other file
+    is a model (:func:`vidsr.models.sources.import_model_file`)."""
+    from vidsr.models.sources import import_model_file
+
+    if (
+        Path(path).suffix.lower() in (".pth", ".pt", ".ckpt", ".safetensors")
+        and Path(path).is_file()
+    ):
+        from vidsr.models.weights import read_weights_file
+        from vidsr.training.weights import (
+            import_discriminator,
+            import_vgg19,
+            is_discriminator_state_dict,
+            is_vgg19_state_dict,
+        )
+
+        sd = read_weights_file(path)
+        if is_vgg19_state_dict(sd):
+            import_vgg19(path, state_dict=sd)
+            return "vgg19-features"
+        if is_discriminator_state_dict(sd):
+            return import_discriminator(path, name, state_dict=sd).stem
+    return import_model_file(path, name)

@@ -36,7 +36,9 @@ from typing import Any
 from vidsr.errors import UnknownOptionError, UsageError, opt
 
 #: The commands whose options the table declares.
-COMMANDS = ("upscale", "batch", "bench", "preview")
+COMMANDS = (
+    "upscale", "batch", "bench", "preview", "finetune_prepare", "finetune_train", "finetune_export",
+)  # fmt: skip
 
 #: The values of the auto/on/off switches (``--device-colour``, ``--hw-decode``).
 SWITCH = ("auto", "on", "off")
@@ -351,6 +353,10 @@ def _crop(v: Any) -> str | None:
     return None
 
 
+def _ft_gt_size(v: int) -> str | None:
+    return None if 32 <= v <= 1024 and v % 16 == 0 else "must be a multiple of 16, 32 to 1024"
+
+
 def _png(v: Path) -> str | None:
     return None if v.suffix.lower() == ".png" else "writes a PNG: give a .png file"
 
@@ -361,6 +367,11 @@ _UP = frozenset({"upscale", "batch"})
 _BATCH = frozenset({"batch"})
 _BENCH = frozenset({"bench"})
 _PREVIEW = frozenset({"preview"})
+_FT_PREP = frozenset({"finetune_prepare"})
+_FT_TRAIN = frozenset({"finetune_train"})
+_FT_EXPORT = frozenset({"finetune_export"})
+#: ``vidsr finetune train --degradation``: Real-ESRGAN's own, and vidsr's with H.264.
+DEGRADATIONS = ("realesrgan", "video")
 
 
 @dataclass(frozen=True)
@@ -950,6 +961,193 @@ OPTIONS: tuple[Option, ...] = (
         "Panels per row (0 = all in one row).",
         _PREVIEW,
         check=_zero_or_positive("one row"),
+    ),
+    # --- vidsr finetune prepare / train / export
+    _opt(
+        "output",
+        PATH,
+        None,
+        "The dataset folder to write (prepare) or the run folder (train: continued if it "
+        "holds this run).",
+        _FT_PREP | _FT_TRAIN,
+        short="-o",
+        required=_FT_PREP | _FT_TRAIN,
+        preset=False,
+    ),
+    _opt(
+        "lr",
+        PATH,
+        None,
+        "Paired form: the low-resolution frames (folder or video).",
+        _FT_PREP,
+        preset=False,
+    ),
+    _opt(
+        "hr",
+        PATH,
+        None,
+        "Paired form: the high-resolution frames that correspond.",
+        _FT_PREP,
+        preset=False,
+    ),
+    _opt(
+        "frames",
+        INT,
+        200,
+        "Frames to take from each source, spread evenly (black and held frames skipped).",
+        _FT_PREP,
+        check=_at_least(1),
+        preset=False,
+    ),
+    _opt("overwrite", FLAG, False, "Replace an existing dataset folder.", _FT_PREP, preset=False),
+    _opt(
+        "model",
+        STR,
+        DEFAULT_MODEL,
+        "The generator to fine-tune: a Real-ESRGAN model (SRVGGNetCompact or RRDBNet) by "
+        "name, imported name or file.",
+        _FT_TRAIN,
+        short="-m",
+        check=_not_empty,
+        preset=False,
+    ),
+    _opt(
+        "iters", INT, 1000, "Iterations to train to.", _FT_TRAIN, check=_at_least(1), preset=False
+    ),
+    _opt("batch_size", INT, 4, "Crops per iteration.", _FT_TRAIN, check=_at_least(1), preset=False),
+    _opt(
+        "gt_size",
+        INT,
+        128,
+        "Ground-truth crop edge in pixels.",
+        _FT_TRAIN,
+        check=_ft_gt_size,
+        preset=False,
+    ),
+    _opt("seed", INT, 0, "Seed of every random draw.", _FT_TRAIN, check=_at_least(0), preset=False),
+    _opt(
+        "save_every",
+        INT,
+        100,
+        "Checkpoint every N iterations.",
+        _FT_TRAIN,
+        check=_at_least(1),
+        preset=False,
+    ),
+    _opt(
+        "val_every",
+        INT,
+        100,
+        "Validate every N iterations.",
+        _FT_TRAIN,
+        check=_at_least(1),
+        preset=False,
+    ),
+    _opt(
+        "val_count",
+        INT,
+        4,
+        "Frames held out for validation (fixed at the start).",
+        _FT_TRAIN,
+        check=_at_least(0),
+        preset=False,
+    ),
+    _opt(
+        "degradation",
+        STR,
+        "realesrgan",
+        "Synthetic pairs: realesrgan (train_realesrgan_x4plus.yml) or video (vidsr's: plus "
+        "H.264 round trips at crf 18-35). Paired datasets are not degraded.",
+        _FT_TRAIN,
+        choices=DEGRADATIONS,
+        preset=False,
+    ),
+    _opt(
+        "pixel_weight",
+        FLOAT,
+        1.0,
+        "L1 loss weight (0 leaves it out).",
+        _FT_TRAIN,
+        check=_at_least(0),
+        preset=False,
+    ),
+    _opt(
+        "perceptual_weight",
+        FLOAT,
+        1.0,
+        "VGG19 perceptual loss weight (0 leaves it out: no VGG weights needed).",
+        _FT_TRAIN,
+        check=_at_least(0),
+        preset=False,
+    ),
+    _opt(
+        "gan_weight",
+        FLOAT,
+        0.1,
+        "GAN loss weight against UNetDiscriminatorSN (0 leaves the discriminator out).",
+        _FT_TRAIN,
+        check=_at_least(0),
+        preset=False,
+    ),
+    _opt(
+        "learning_rate",
+        FLOAT,
+        1e-4,
+        "Adam's learning rate (generator and discriminator).",
+        _FT_TRAIN,
+        check=_positive,
+        preset=False,
+    ),
+    _opt(
+        "ema", FLOAT, 0.999, "Decay of the generator's EMA.", _FT_TRAIN, check=_unit, preset=False
+    ),
+    _opt(
+        "device", STR, "auto", "auto | cpu | cuda | cuda:N.", _FT_TRAIN, check=_device, preset=False
+    ),
+    _opt(
+        "precision",
+        STR,
+        "auto",
+        "auto = fp32 on the CPU, bf16 autocast on CUDA (fp16 with a gradient scaler where "
+        "the GPU has no bf16).",
+        _FT_TRAIN,
+        choices=PRECISIONS,
+        preset=False,
+    ),
+    _opt(
+        "json",
+        FLAG,
+        False,
+        "One JSON line per event instead of the progress bar.",
+        _FT_PREP | _FT_TRAIN | _FT_EXPORT,
+        preset=False,
+    ),
+    _opt(
+        "name",
+        STR,
+        None,
+        "The model name to export as (then: vidsr upscale -m NAME).",
+        _FT_EXPORT,
+        required=_FT_EXPORT,
+        preset=False,
+    ),
+    _opt(
+        "iter",
+        INT,
+        None,
+        "The checkpoint to export (default: the newest).",
+        _FT_EXPORT,
+        check=_at_least(0),
+        preset=False,
+    ),
+    _opt(
+        "output",
+        PATH,
+        None,
+        "The .safetensors file to write beside the cache entry (default RUN/export/NAME.safetensors).",
+        _FT_EXPORT,
+        short="-o",
+        preset=False,
     ),
 )
 

@@ -56,7 +56,7 @@ def _settings_class(command: str) -> type[Settings]:
         for o in _options.options_for(command)
     ]
     cls = dataclasses.make_dataclass(
-        f"{command.title()}Settings",
+        f"{command.title().replace('_', '')}Settings",
         fields,
         bases=(Settings,),
         frozen=True,
@@ -70,11 +70,17 @@ UpscaleSettings = _settings_class("upscale")
 BatchSettings = _settings_class("batch")
 BenchSettings = _settings_class("bench")
 PreviewSettings = _settings_class("preview")
+FinetunePrepareSettings = _settings_class("finetune_prepare")
+FinetuneTrainSettings = _settings_class("finetune_train")
+FinetuneExportSettings = _settings_class("finetune_export")
 _CLASSES: dict[str, type[Settings]] = {
     "upscale": UpscaleSettings,
     "batch": BatchSettings,
     "bench": BenchSettings,
     "preview": PreviewSettings,
+    "finetune_prepare": FinetunePrepareSettings,
+    "finetune_train": FinetuneTrainSettings,
+    "finetune_export": FinetuneExportSettings,
 }
 
 
