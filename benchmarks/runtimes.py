@@ -5,6 +5,7 @@ runtime at each size is a warm-up).
 
     .venv/bin/python benchmarks/runtimes.py                       # 640x480 and 128x72
     .venv/bin/python benchmarks/runtimes.py --sizes 320x240 --frames 12
+    .venv/bin/python benchmarks/runtimes.py --sizes 640x480 --encoder-preset ultrafast
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from vidsr.run.job import prepare, run_job  # noqa: E402
 from vidsr.settings import make_settings  # noqa: E402
 
 
-def run(clip: Path, out: Path, runtime: str, model: str, executor: InProcessExecutor) -> float:
+def run(
+    clip: Path, out: Path, runtime: str, model: str, executor: InProcessExecutor, **extra: str
+) -> float:
     settings = make_settings(
         "upscale",
-        {"output": out, "overwrite": True, "device": "cpu", "runtime": runtime, "model": model},
-    )
+        {"output": out, "overwrite": True, "device": "cpu", "runtime": runtime, "model": model,
+         **extra},
+    )  # fmt: skip
     t0 = time.perf_counter()
     plan = prepare(settings, clip, executor)
     result = run_job(plan, executor)
@@ -40,7 +44,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="640x480,128x72")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--model", default="realesr-animevideov3")
+    parser.add_argument("--codec", default=None, help="e.g. ffv1 (default: vidsr's, libx264)")
+    parser.add_argument("--encoder-preset", default=None, help="e.g. ultrafast")
     args = parser.parse_args()
+    extra = {k: v for k, v in (("codec", args.codec), ("encoder_preset", args.encoder_preset)) if v}
     print(f"{'size':>9} {'runtime':>9} {'fps':>8} {'vs torch':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
@@ -50,8 +57,10 @@ def main() -> None:
             fps = {}
             for runtime in ("torch", "openvino"):
                 executor = InProcessExecutor("cpu")
-                run(warm, Path(tmp) / "warm.mkv", runtime, args.model, executor)  # load, compile
-                fps[runtime] = run(clip, Path(tmp) / "o.mkv", runtime, args.model, executor)
+                run(warm, Path(tmp) / "warm.mkv", runtime, args.model, executor, **extra)
+                fps[runtime] = run(
+                    clip, Path(tmp) / "o.mkv", runtime, args.model, executor, **extra
+                )
                 ratio = fps[runtime] / fps["torch"]
                 print(f"{size:>9} {runtime:>9} {fps[runtime]:8.3f} {ratio:9.2f}", flush=True)
 
