@@ -361,3 +361,19 @@ def test_the_video_degradation_trains(dataset: Path, tmp_path: Path, capsys) -> 
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["fingerprint"]["degradation"] == "video"
     assert [e["iter"] for e in events if e["event"] == "iter"] == [1, 2]
+
+
+def test_anime_6b_trains_with_a_fresh_discriminator_offline(
+    dataset: Path, tmp_path: Path, capsys
+) -> None:
+    """RRDBNet too; its released discriminator cannot be had offline here, so training
+    starts a new one and says where the official one is."""
+    events = train(
+        capsys, dataset, tmp_path / "run", "-m", "RealESRGAN_x4plus_anime_6B", "--iters", "1",
+        "--batch-size", "1", "--save-every", "1",
+    )  # fmt: skip
+    started = next(e for e in events if e["event"] == "started")
+    assert started["discriminator"].startswith("fresh: the official discriminator for")
+    assert "RealESRGAN_x4plus_anime_6B_netD.pth" in started["discriminator"]
+    it = next(e for e in events if e["event"] == "iter")
+    assert {"l_pix", "l_gan", "l_d_real", "l_d_fake"} <= set(it)
