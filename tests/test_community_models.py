@@ -595,3 +595,22 @@ def test_a_torchvision_that_does_not_match_torch_is_one_line(tmp_path: Path) -> 
     assert out.stderr.strip().count("\n") == 0
     assert "spandrel, which fails to import (operator torchvision::nms" in out.stderr
     assert "torchvision must be the build that matches torch" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "wrapper", ["net", "model_state_dict", "params-ema", "netG-prefix", "one-key"]
+)
+def test_other_trainers_checkpoint_wrappers_are_unwrapped(tmp_path: Path, wrapper: str) -> None:
+    """Community checkpoints come wrapped the ways their trainers save them."""
+    from vidsr.models.loader import load_network
+
+    sd = dict(community_model("SPAN", 2).state_dict())
+    if wrapper == "netG-prefix":
+        obj: dict = {f"netG.{k}": v for k, v in sd.items()}
+    elif wrapper == "one-key":
+        obj = {"generator": sd}
+    else:
+        obj = {wrapper: sd, "iteration": 5000}
+    path = tmp_path / "wrapped.pth"
+    torch.save(obj, path)
+    assert load_network(path).arch == "SPAN"

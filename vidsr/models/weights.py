@@ -28,8 +28,11 @@ WEIGHT_SUFFIXES = TORCH_SUFFIXES + SAFETENSORS_SUFFIXES + NCNN_SUFFIXES
 #: Every model file vidsr takes: weights, and ONNX graphs (vidsr.models.onnx).
 MODEL_SUFFIXES = (*WEIGHT_SUFFIXES, ".onnx")
 
-#: Where release checkpoints keep the generator, in order of preference.
-STATE_DICT_KEYS = ("params_ema", "params", "state_dict", "model")
+#: Where release checkpoints keep the generator, in order of preference (BasicSR's, then the
+#: wrappers spandrel also unwraps: traiNNer, neosr and other trainers' checkpoints).
+STATE_DICT_KEYS = (
+    "params_ema", "params-ema", "params", "state_dict", "model_state_dict", "model", "net",
+)  # fmt: skip
 
 # Globals a plain tensor checkpoint may name (what torch's weights-only unpickler allows).
 _SAFE_GLOBALS = {
@@ -127,13 +130,17 @@ def _load_torch(path: Path) -> Any:
 
 def extract_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
     """The generator's state dict inside a loaded checkpoint: under ``params_ema``, else
-    ``params`` (then ``state_dict``/``model``), else the object itself; a ``module.`` prefix
-    (DataParallel) is dropped and floating tensors become fp32."""
+    ``params``, then the other trainers' wrappers in :data:`STATE_DICT_KEYS` (or the one entry
+    of a one-key wrapper), else the object itself; a ``module.`` prefix (DataParallel) and a
+    ``netG.`` prefix common to every key are dropped, and floating tensors become fp32."""
     if isinstance(obj, Mapping):
         for key in STATE_DICT_KEYS:
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
+        else:
+            if len(obj) == 1 and isinstance(next(iter(obj.values())), Mapping):
+                obj = next(iter(obj.values()))  # one wrapper of another name
     if not isinstance(obj, Mapping) or not obj:
         raise ModelError(f"{source} holds no state dict of tensors")
     out: dict[str, torch.Tensor] = {}
@@ -142,6 +149,8 @@ def extract_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
             raise ModelError(f"{source}: entry {key!r} is not a tensor; not a state dict")
         name = str(key).removeprefix("module.")
         out[name] = value.float() if value.is_floating_point() else value
+    if out and all(k.startswith("netG.") for k in out):  # old ESRGAN trainers
+        out = {k[len("netG.") :]: v for k, v in out.items()}
     return out
 
 
