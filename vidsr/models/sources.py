@@ -49,7 +49,7 @@ Progress = Callable[[int, "int | None"], None]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
-class _NetworkError(Exception):
+class NetworkError(Exception):
     """A download failed for a reason outside this machine's disk."""
 
 
@@ -233,13 +233,13 @@ def offline_message(record: ModelRecord, url: str | None = None) -> str:
 
 def _fetch(url: str, dest: Path, progress: Progress | None) -> str:
     """Download ``url`` into ``dest``; returns the sha256 hex digest. Network failures raise
-    ``_NetworkError``; local disk failures raise ``OSError``."""
+    ``NetworkError``; local disk failures raise ``OSError``."""
     request = urllib.request.Request(url, headers={"User-Agent": "vidsr"})
     digest = hashlib.sha256()
     try:
         response = urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        raise _NetworkError(str(getattr(exc, "reason", exc))) from exc
+        raise NetworkError(str(getattr(exc, "reason", exc))) from exc
     with response, open(dest, "wb") as out:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
@@ -250,7 +250,7 @@ def _fetch(url: str, dest: Path, progress: Progress | None) -> str:
             try:
                 chunk = response.read(CHUNK)
             except (http.client.HTTPException, OSError) as exc:
-                raise _NetworkError(f"connection lost after {done} bytes ({exc})") from exc
+                raise NetworkError(f"connection lost after {done} bytes ({exc})") from exc
             if not chunk:
                 break
             out.write(chunk)
@@ -259,7 +259,7 @@ def _fetch(url: str, dest: Path, progress: Progress | None) -> str:
             if progress is not None:
                 progress(done, total)
         if total is not None and done != total:
-            raise _NetworkError(f"got {done} of {total} bytes")
+            raise NetworkError(f"got {done} of {total} bytes")
         out.flush()
         os.fsync(out.fileno())
     return digest.hexdigest()
@@ -284,25 +284,37 @@ def _cache_quietly(name: str, sd: Mapping[str, torch.Tensor], spec: ArchSpec, so
         write_cache(name, sd, spec, source)
 
 
-def _download(record: ModelRecord, progress: Progress | None) -> dict[str, torch.Tensor]:
-    url = download_url(record)
-    if url is None:
-        raise ModelError(f"model {record.name} has no download URL and is not in the cache")
+def download(
+    url: str, progress: Progress | None, sha256: str | None, what: str, *, prefix: bool = False
+) -> Path:
+    """Fetch ``url`` into ``HOME/downloads`` (atomically, size-checked) and return the file;
+    ``sha256``: its expected digest (``prefix``: only its start, as torchvision publishes
+    them), ``ModelError`` naming ``what`` on a mismatch (nothing is kept). ``NetworkError``
+    when it cannot be fetched; the caller says what to do offline."""
     folder = home_dir() / "downloads"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from exc
-    final = folder / (url.rsplit("/", 1)[-1] or f"{record.name}.pth")
+    final = folder / (url.rsplit("/", 1)[-1] or "download.pth")
+    with atomic_output(final) as tmp:
+        digest = _fetch(url, tmp, progress)
+        want = sha256.lower() if sha256 else None
+        if want is not None and not (digest.startswith(want) if prefix else digest == want):
+            raise ModelError(
+                f"download of {what} from {url} is corrupt or not the official file "
+                f"(sha256 {digest}, expected {sha256}{'...' if prefix else ''}); nothing was cached"
+            )
+    return final
+
+
+def _download(record: ModelRecord, progress: Progress | None) -> dict[str, torch.Tensor]:
+    url = download_url(record)
+    if url is None:
+        raise ModelError(f"model {record.name} has no download URL and is not in the cache")
     try:
-        with atomic_output(final) as tmp:
-            digest = _fetch(url, tmp, progress)
-            if record.sha256 is not None and digest != record.sha256.lower():
-                raise ModelError(
-                    f"download of {record.name} from {url} is corrupt or not the official file "
-                    f"(sha256 {digest}, expected {record.sha256}); nothing was cached"
-                )
-    except _NetworkError as exc:
+        final = download(url, progress, record.sha256, record.name)
+    except NetworkError as exc:
         raise ModelError(offline_message(record, url)) from exc
     try:
         state_dict = read_weights_file(final)

@@ -27,15 +27,15 @@ import torch
 
 from vidsr.errors import ModelError, OutputError, opt
 from vidsr.files import atomic_output
-from vidsr.home import home_dir, models_dir
+from vidsr.home import models_dir
 from vidsr.models.arch import UNetDiscriminatorSN
 from vidsr.models.registry import LICENSE, OFFICIAL_BASE_URL, find_record
 from vidsr.models.sources import (
     ENV_BASE_URL,
+    NetworkError,
     Progress,
-    _fetch,
-    _NetworkError,
     check_model_name,
+    download,
 )
 from vidsr.models.weights import read_safetensors, read_weights_file
 from vidsr.training.losses import PerceptualLoss, vgg19_feature_shapes
@@ -121,25 +121,6 @@ def vgg19_offline_message(url: str | None = None) -> str:
     )
 
 
-def _download(url: str, progress: Progress | None, check: str | None, what: str) -> Path:
-    """Fetch ``url`` into ``HOME/downloads`` (atomically, size-checked); ``check``: the
-    expected start of its sha256. ``_NetworkError`` when it cannot be fetched."""
-    folder = home_dir() / "downloads"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from exc
-    final = folder / (url.rsplit("/", 1)[-1] or f"{what}.pth")
-    with atomic_output(final) as tmp:
-        digest = _fetch(url, tmp, progress)
-        if check is not None and not digest.startswith(check.lower()):
-            raise ModelError(
-                f"download of {what} from {url} is corrupt or not the official file "
-                f"(sha256 {digest}, expected {check}...); nothing was cached"
-            )
-    return final
-
-
 def vgg19_state_dict(
     progress: Progress | None = None, allow_download: bool = True
 ) -> dict[str, torch.Tensor]:
@@ -159,8 +140,8 @@ def vgg19_state_dict(
     if not allow_download:
         raise ModelError(vgg19_offline_message(url))
     try:
-        downloaded = _download(url, progress, VGG19_SHA256_PREFIX, "VGG19 weights")
-    except _NetworkError as exc:
+        downloaded = download(url, progress, VGG19_SHA256_PREFIX, "VGG19 weights", prefix=True)
+    except NetworkError as exc:
         raise ModelError(vgg19_offline_message(url)) from exc
     try:
         features = _vgg19_features(read_weights_file(downloaded), url)
@@ -334,8 +315,8 @@ def discriminator_for(
     if not allow_download:
         return fresh_discriminator(), note
     try:
-        downloaded = _download(url, progress, record.sha256, f"the {record.model} discriminator")
-    except _NetworkError:
+        downloaded = download(url, progress, record.sha256, f"the {record.model} discriminator")
+    except NetworkError:
         return fresh_discriminator(), note
     try:
         net = _build_discriminator(read_weights_file(downloaded), url)
