@@ -614,3 +614,28 @@ def test_other_trainers_checkpoint_wrappers_are_unwrapped(tmp_path: Path, wrappe
     path = tmp_path / "wrapped.pth"
     torch.save(obj, path)
     assert load_network(path).arch == "SPAN"
+
+
+def test_onnx_runtime_providers_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which ONNX Runtime providers a CUDA device gets (the list a CUDA build reports is
+    stood in for: no GPU build here): TensorRT with its engine cache, then CUDA, on the
+    device asked; a build without them is refused in one line."""
+    import onnxruntime as ort
+
+    from vidsr.errors import DeviceError
+    from vidsr.pipeline.onnx_run import ort_providers
+
+    monkeypatch.setattr(
+        ort, "get_available_providers",
+        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    )  # fmt: skip
+    got = ort_providers("cuda:1")
+    assert [p[0] if isinstance(p, tuple) else p for p in got] == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider",
+    ]  # fmt: skip
+    assert got[0][1]["device_id"] == 1 and got[0][1]["trt_engine_cache_enable"] is True
+    assert got[1][1] == {"device_id": 1}
+    assert ort_providers("cpu") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(DeviceError, match=r"no CUDA provider .* pip install onnxruntime-gpu"):
+        ort_providers("cuda")

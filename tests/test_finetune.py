@@ -377,3 +377,26 @@ def test_anime_6b_trains_with_a_fresh_discriminator_offline(
     assert "RealESRGAN_x4plus_anime_6B_netD.pth" in started["discriminator"]
     it = next(e for e in events if e["event"] == "iter")
     assert {"l_pix", "l_gan", "l_d_real", "l_d_fake"} <= set(it)
+
+
+def test_the_precision_rule_on_cuda_and_the_cpu() -> None:
+    """The CUDA choices, tested here without a GPU (none is lent to these tests): bf16
+    autocast where the GPU has it, else fp16 with a gradient scaler; fp32 means no autocast;
+    the CPU trains fp32 only."""
+    import torch
+
+    from vidsr.errors import UsageError
+    from vidsr.training.train import autocast_dtype, needs_scaler, train_precision
+
+    assert train_precision("auto", cuda=True, bf16=True) == "bf16"
+    assert train_precision("auto", cuda=True, bf16=False) == "fp16"
+    assert train_precision("fp32", cuda=True, bf16=True) == "fp32"
+    assert train_precision("auto", cuda=False, bf16=False) == "fp32"
+    with pytest.raises(UsageError, match="trains in fp32 on the CPU"):
+        train_precision("bf16", cuda=False, bf16=True)
+    with pytest.raises(UsageError, match="no bfloat16 arithmetic"):
+        train_precision("bf16", cuda=True, bf16=False)
+    assert autocast_dtype("bf16", "cuda") == torch.bfloat16
+    assert autocast_dtype("fp16", "cuda") == torch.float16
+    assert autocast_dtype("fp32", "cuda") is None and autocast_dtype("fp32", "cpu") is None
+    assert needs_scaler("fp16") and not needs_scaler("bf16") and not needs_scaler("fp32")

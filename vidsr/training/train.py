@@ -83,6 +83,37 @@ Event = Callable[[dict[str, Any]], None]
 # --- small pieces ------------------------------------------------------------------------------
 
 
+def train_precision(asked: str, cuda: bool, bf16: bool) -> str:
+    """The precision rule of training: fp32 on the CPU (another one refused); on CUDA
+    ``auto`` is bf16 autocast where the GPU has bf16 (``bf16``), else fp16 with a gradient
+    scaler; an explicit one as asked (bf16 refused where the GPU has none)."""
+    if not cuda:
+        if asked not in ("auto", "fp32"):
+            raise UsageError(f"finetune trains in fp32 on the CPU; leave {opt('precision')} out")
+        return "fp32"
+    if asked == "auto":
+        return "bf16" if bf16 else "fp16"
+    if asked == "bf16" and not bf16:
+        raise UsageError(
+            f"this GPU has no bfloat16 arithmetic; use {opt('precision', 'fp16')} (with a "
+            "gradient scaler) or fp32"
+        )
+    return asked
+
+
+def autocast_dtype(precision: str, device_type: str) -> torch.dtype | None:
+    """What the forward passes autocast to (None: no autocast, fp32 throughout). The
+    degradations, the EMA and the optimiser states stay fp32 whatever this is."""
+    if device_type != "cuda" or precision == "fp32":
+        return None
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def needs_scaler(precision: str) -> bool:
+    """fp16 training needs a gradient scaler (bf16 has fp32's range)."""
+    return precision == "fp16"
+
+
 def _generator_of(model: str) -> tuple[nn.Module, Any]:
     """The generator to fine-tune (train mode, fp32, grads on) and its loaded network."""
     from vidsr.models.loader import load_network
@@ -201,7 +232,7 @@ class Trainer:
             if self.net_d is not None
             else None
         )
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if needs_scaler(self.precision) else None
         self.rng, self.gen = _seeded(cfg.seed, self.device)
         from vidsr.training import degrade as G
 
@@ -217,18 +248,10 @@ class Trainer:
     # --- set-up
 
     def _precision(self) -> str:
-        p = self.cfg.precision
-        if self.device.type != "cuda":
-            if p not in ("auto", "fp32"):
-                raise UsageError(
-                    f"finetune trains in fp32 on the CPU; leave {opt('precision')} out"
-                )
-            return "fp32"
-        if p == "auto":
-            from vidsr.pipeline.infer import bf16_supported
+        from vidsr.pipeline.infer import bf16_supported
 
-            return "bf16" if bf16_supported(self.device) else "fp16"
-        return p
+        cuda = self.device.type == "cuda"
+        return train_precision(self.cfg.precision, cuda, cuda and bf16_supported(self.device))
 
     def _discriminator(self) -> tuple[nn.Module | None, str]:
         if self.cfg.gan_weight == 0:
@@ -338,12 +361,12 @@ class Trainer:
     # --- one iteration
 
     def _autocast(self) -> Any:
-        if self.device.type != "cuda" or self.precision == "fp32":
+        dtype = autocast_dtype(self.precision, self.device.type)
+        if dtype is None:
             import contextlib
 
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def step(self) -> dict[str, float]:
         """One iteration of Real-ESRGAN's ``optimize_parameters``; its losses."""
