@@ -325,7 +325,9 @@ def test_interrupted_ivtc_range_resumes_to_the_same_output(
         src, out, on_event=lambda e: done.append(e.index) if isinstance(e, ChunkDone) else None,
         **opts,
     )  # fmt: skip
-    assert 0 not in done and 1 not in done and done
+    # chunks 0 and 1 are not done again (under load the later ones may have finished before
+    # the interrupt landed: then the resumed run only joins them)
+    assert 0 not in done and 1 not in done
     assert res.frames == whole.frames
     a, ta = frames_of(whole.output)
     b, tb = frames_of(res.output)

@@ -400,3 +400,17 @@ def test_the_precision_rule_on_cuda_and_the_cpu() -> None:
     assert autocast_dtype("fp16", "cuda") == torch.float16
     assert autocast_dtype("fp32", "cuda") is None and autocast_dtype("fp32", "cpu") is None
     assert needs_scaler("fp16") and not needs_scaler("bf16") and not needs_scaler("fp32")
+
+
+def test_keep_checkpoints_prunes_the_oldest(dataset: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    opts = ("--save-every", "1", "--gan-weight", "0", "--val-count", "0", "--batch-size", "1",
+            "--keep-checkpoints", "2")  # fmt: skip
+    train(capsys, dataset, run, "--iters", "4", *opts)
+    kept = sorted(p.name for p in (run / "checkpoints").glob("iter_*"))
+    assert kept == ["iter_0000003", "iter_0000004"]
+    events = train(capsys, dataset, run, "--iters", "5", *opts)  # and it continues from them
+    assert events[0]["event"] == "resumed" and events[0]["iter"] == 4
+    assert sorted(p.name for p in (run / "checkpoints").glob("iter_*")) == [
+        "iter_0000004", "iter_0000005",
+    ]  # fmt: skip

@@ -1053,6 +1053,16 @@ OPTIONS: tuple[Option, ...] = (
         preset=False,
     ),
     _opt(
+        "keep_checkpoints",
+        INT,
+        0,
+        "Keep only the newest N checkpoints (0 = every one; each holds G, EMA, D, both "
+        "optimisers and the pair pool).",
+        _FT_TRAIN,
+        check=_at_least(0),
+        preset=False,
+    ),
+    _opt(
         "degradation",
         STR,
         "realesrgan",

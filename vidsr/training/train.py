@@ -66,6 +66,7 @@ class TrainConfig:
     lr: float = 1e-4
     ema: float = 0.999
     val_count: int = 4
+    keep_checkpoints: int = 0
     device: str = "auto"
     precision: str = "auto"
 
@@ -474,7 +475,18 @@ class Trainer:
         tmp.rename(final)
         with atomic_output(folder / "latest") as t:
             t.write_text(final.name)
+        self._prune(folder, final)
         return final
+
+    def _prune(self, folder: Path, newest: Path) -> None:
+        """Keep the newest ``keep_checkpoints`` checkpoints (0: every one), once ``latest``
+        names the new one."""
+        keep = self.cfg.keep_checkpoints
+        if keep <= 0:
+            return
+        done = sorted(p for p in folder.glob("iter_*") if p.is_dir() and p != newest)
+        for old in done[: max(0, len(done) - (keep - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def _load(self, folder: Path) -> None:
         try:
@@ -737,6 +749,7 @@ def config_from(dataset: Path, settings: Any) -> TrainConfig:
         val_every=s.val_every, degradation=s.degradation, pixel_weight=s.pixel_weight,
         perceptual_weight=s.perceptual_weight, gan_weight=s.gan_weight, lr=s.learning_rate,
         ema=s.ema, val_count=s.val_count, device=s.device, precision=s.precision,
+        keep_checkpoints=s.keep_checkpoints,
     )  # fmt: skip
 
 
