@@ -8,6 +8,9 @@ for ``private_home``: a fresh, empty home of its own.
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,3 +46,26 @@ def media_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from media_factory import make_all
 
     return make_all(tmp_path_factory.mktemp("media"))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A threaded HTTP server on 127.0.0.1 serving the folder ``www`` (laid out like the
+    release URLs by the test): ``(base URL, folder)``. Downloads are tested against it."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/", root
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

@@ -9,13 +9,10 @@ the other tests compare with a hand-written reference of the same math.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import importlib
 import importlib.util
 import sys
-import threading
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -405,28 +402,6 @@ def test_same_as_basicsr(basicsr: types.SimpleNamespace, vgg_sd: dict[str, torch
 
 
 # --- the loopback server -----------------------------------------------------------------------
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A threaded HTTP server on 127.0.0.1 serving the folder ``www``."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 # --- VGG19 weights -----------------------------------------------------------------------------

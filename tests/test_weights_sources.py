@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import http.server
 import os
 import pickle
 import re
 import shlex
-import threading
-from collections.abc import Iterator
+import socket
 from pathlib import Path
 
 import pytest
@@ -120,28 +117,6 @@ def test_home_dir_default(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- downloads -------------------------------------------------------------------------------
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A threaded HTTP server on 127.0.0.1 serving a folder laid out like the release URLs."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-
-
 def _publish_general(root: Path) -> tuple[dict[str, torch.Tensor], bytes]:
     torch.manual_seed(5)
     sd = SRVGGNetCompact(**GENERAL.kwargs).state_dict()
@@ -202,9 +177,9 @@ def test_server_down_gives_one_line_offline_error(
 
 
 def test_closed_port_and_no_download_give_offline_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _QuietHandler)
-    port = httpd.server_address[1]
-    httpd.server_close()  # nothing listens there now
+    with socket.socket() as sock:  # a port that was free; nothing listens there now
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     monkeypatch.setenv("VIDSR_MODEL_BASE_URL", f"http://127.0.0.1:{port}")
     for kwargs in ({}, {"allow_download": False}):
         with pytest.raises(

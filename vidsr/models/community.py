@@ -299,5 +299,5 @@ def load_community(
     call = getattr(descriptor, "_call_fn", None) or (lambda model, image: model(image))
     module = SpandrelModule(descriptor.model, call).float().eval()
     module.requires_grad_(False)
-    tensors = {k: v.detach().to("cpu").clone() for k, v in descriptor.model.state_dict().items()}
+    tensors = {k: v.detach() for k, v in descriptor.model.state_dict().items()}  # views
     return module, describe(descriptor), tensors

@@ -233,9 +233,7 @@ def _facts_of(kind: str, value: Any) -> ModelFacts:
 def _facts(found: _Found) -> ModelFacts:
     if found.onnx is not None:
         g = found.onnx
-        return ModelFacts(
-            found.name, "ONNX", g.scale, "onnx", _onnx_precisions(g), g.params, g.dtype
-        )
+        return ModelFacts(found.name, "ONNX", g.scale, "onnx", (), g.params, g.dtype)
     if found.community is not None:
         module, described, _sd = found.community
         params = sum(p.numel() for p in module.parameters())
@@ -251,11 +249,6 @@ def _facts(found: _Found) -> ModelFacts:
         ("fp16", "bf16"),
         count_params(found.state_dict),
     )
-
-
-def _onnx_precisions(graph: OnnxGraph) -> tuple[str, ...]:
-    """An fp16 graph runs at fp16 on ONNX Runtime; OpenVINO (CPU) can hint bf16 for any."""
-    return ("fp16", "bf16") if graph.dtype == "fp16" else ("bf16",)
 
 
 def describe_model(spec: str | os.PathLike[str]) -> ModelFacts:
@@ -370,7 +363,7 @@ def load_network(
         return LoadedNetwork(
             module=None, name=found.name, arch="ONNX", kwargs={}, scale=g.scale,
             size_multiple=1, params=g.params, digest=g.digest, loader="onnx",
-            precisions=_onnx_precisions(g), onnx=g,
+            precisions=(), onnx=g,  # its runtime decides: onnx_run.onnx_precision
         )  # fmt: skip
     if found.community is not None:
         module, d, _sd = found.community

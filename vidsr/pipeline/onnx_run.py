@@ -249,4 +249,4 @@ class OnnxModule(nn.Module):
                 f"{self.runtime} failed to run {self.graph.path.name} on a "
                 f"{data.shape[3]}x{data.shape[2]} input ({detail}); try {opt('tile', 256)}"
             ) from exc
-        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True)).to(x.device)
+        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)  # ours: no copy

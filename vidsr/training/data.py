@@ -14,10 +14,11 @@ and range. The folder is written under a temporary name and renamed when complet
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,6 @@ HELD_LEVELS = 2.0
 #: A frame whose brightest thumbnail pixel is below this level is near-black, and is skipped.
 BLACK_LEVEL = 24
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One sampled frame: 8-bit RGB pixels and where it came from."""
-
-    rgb: np.ndarray
-    source: str
-    index: int
 
 
 def _thumb(rgb: np.ndarray) -> np.ndarray:
@@ -78,18 +70,49 @@ def _read_rgb8(path: Path) -> np.ndarray:
     return np.clip(np.rint(data.pixels[..., :3] * 255.0), 0, 255).astype(np.uint8)
 
 
-def _video_frame_count(path: Path) -> tuple[Any, int]:
+@dataclass(frozen=True)
+class _Source:
+    """A video or an image folder, probed once: its frame count, each frame's name and
+    size, and how to read frame ``i`` (8-bit RGB)."""
+
+    path: Path
+    count: int
+    names: list[str]
+    sizes: list[tuple[int, int]]
+    info: Any = None
+    files: tuple[Path, ...] = ()
+
+    def read(self, index: int) -> np.ndarray:
+        if self.info is None:
+            return _read_rgb8(self.files[index])
+        from vidsr.media.decode import FrameDecoder
+
+        with FrameDecoder(self.path, index, index + 1, info=self.info) as frames:
+            return _to8(next(iter(frames)).rgb)
+
+
+def open_source(path: Path) -> _Source:
+    """``path`` (a video or a folder of images) as a :class:`_Source`; ``InputError`` for a
+    missing one or a folder without images."""
+    from PIL import Image
+
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = _images_in(path)
+        if not files:
+            raise InputError(f"{path}: no images in the folder (png, jpg, webp, bmp, tif)")
+        sizes = []
+        for f in files:
+            with Image.open(f) as im:  # the header only
+                sizes.append(im.size)
+        return _Source(path, len(files), [f.name for f in files], sizes, files=tuple(files))
     from vidsr.media.probe import probe
 
     info = probe(path)
-    return info, int(info.video.frame_count)
-
-
-def _video_frame(path: Path, info: Any, index: int) -> np.ndarray:
-    from vidsr.media.decode import FrameDecoder
-
-    with FrameDecoder(path, index, index + 1, info=info) as frames:
-        return _to8(next(iter(frames)).rgb)
+    count = int(info.video.frame_count)
+    size = (info.video.width, info.video.height)
+    return _Source(path, count, [f"frame {i}" for i in range(count)], [size] * count, info)
 
 
 def slots(count: int, wanted: int) -> list[list[int]]:
@@ -105,26 +128,20 @@ def slots(count: int, wanted: int) -> list[list[int]]:
     return out
 
 
-def sample_source(path: Path, wanted: int) -> Iterator[Frame]:
-    """Up to ``wanted`` frames of a video file or image folder, evenly spread, neither
-    near-black nor held."""
-    if path.is_dir():
-        files = _images_in(path)
-        if not files:
-            raise InputError(f"{path}: no images in the folder (png, jpg, webp, bmp, tif)")
-        read = lambda i: _read_rgb8(files[i])  # noqa: E731
-        count = len(files)
-    else:
-        info, count = _video_frame_count(path)
-        read = lambda i: _video_frame(path, info, i)  # noqa: E731
+def sampled(
+    count: int, wanted: int, read: Callable[[int], Any], judged: Callable[[Any], np.ndarray]
+) -> Iterator[tuple[int, Any]]:
+    """``(index, read(index))`` of up to ``wanted`` frames spread over ``count`` (see
+    :func:`slots`) whose picture (``judged(value)``) is neither near-black nor held."""
     last = None
     for tries in slots(count, wanted):
         for index in tries:
-            rgb = read(index)
+            value = read(index)
+            rgb = judged(value)
             if is_black(rgb) or is_held(rgb, last):
                 continue
             last = rgb
-            yield Frame(rgb, str(path), index)
+            yield index, value
             break
 
 
@@ -134,21 +151,29 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     Image.fromarray(rgb, "RGB").save(path, format="PNG")
 
 
-def _staging(output: Path, overwrite: bool) -> Path:
+@contextlib.contextmanager
+def _staged(output: Path, overwrite: bool, folders: Sequence[str]) -> Iterator[Path]:
+    """A temporary folder beside ``output`` with ``folders`` in it, removed if the body
+    fails; the body ends by :func:`_finish` renaming it to ``output``."""
     if output.exists() and not overwrite:
         raise OutputError(f"{output} exists; give another -o, or --overwrite to replace it")
     tmp = output.with_name(f".{output.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "hr").mkdir(parents=True)
-    return tmp
+    try:
+        for name in folders:
+            (tmp / name).mkdir(parents=True)
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
-def _finish(tmp: Path, output: Path, manifest: dict[str, Any]) -> Path:
+def _finish(tmp: Path, output: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     if output.exists():
         shutil.rmtree(output)
     tmp.rename(output)
-    return output
+    return manifest
 
 
 def prepare_dataset(
@@ -159,63 +184,31 @@ def prepare_dataset(
     sources, ``InputError`` for a source that gives no usable frame."""
     if not sources:
         raise UsageError("finetune prepare needs a source: videos or image folders")
-    for src in sources:
-        if not src.exists():
-            raise InputError(f"{src}: no such file or folder")
-    tmp = _staging(output, overwrite)
+    opened = [open_source(src) for src in sources]
     items: list[dict[str, Any]] = []
-    try:
-        for n, src in enumerate(sources):
-            got = 0
-            for frame in sample_source(src, frames):
-                name = f"hr/{n:03d}_{frame.index:07d}.png"
-                _write_png(tmp / name, frame.rgb)
-                items.append({"hr": name, "source": str(src), "frame": frame.index})
-                got += 1
-            if not got:
+    with _staged(output, overwrite, ["hr"]) as tmp:
+        for n, src in enumerate(opened):
+            before = len(items)
+            for index, rgb in sampled(src.count, frames, src.read, lambda v: v):
+                name = f"hr/{n:03d}_{index:07d}.png"
+                _write_png(tmp / name, rgb)
+                items.append({"hr": name, "source": str(src.path), "frame": index})
+            if len(items) == before:
                 raise InputError(
-                    f"{src}: every sampled frame was black or held; nothing to train on"
+                    f"{src.path}: every sampled frame was black or held; nothing to train on"
                 )
-        manifest = {"version": 1, "kind": "hr", "scale": None, "items": items}
-        _finish(tmp, output, manifest)
-        return manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return _finish(tmp, output, {"version": 1, "kind": "hr", "scale": None, "items": items})
 
 
-def _pair_reader(path: Path) -> tuple[int, Any, list[str]]:
-    """(frame count, read(i) -> rgb, names) of a folder of images or a video."""
-    if path.is_dir():
-        files = _images_in(path)
-        return len(files), (lambda i: _read_rgb8(files[i])), [f.name for f in files]
-    info, count = _video_frame_count(path)
-    return count, (lambda i: _video_frame(path, info, i)), [f"frame {i}" for i in range(count)]
-
-
-def _sizes(path: Path) -> list[tuple[int, int]]:
-    """(width, height) of every frame: image headers, or the video's stream size."""
-    from PIL import Image
-
-    if path.is_dir():
-        out = []
-        for f in _images_in(path):
-            with Image.open(f) as im:
-                out.append(im.size)
-        return out
-    info, count = _video_frame_count(path)
-    return [(info.video.width, info.video.height)] * count
-
-
-def _check_pairs(lr: Path, hr: Path, names_lr: list[str], names_hr: list[str]) -> int:
+def _check_pairs(lr: _Source, hr: _Source) -> int:
     """The one whole scale of every pair; ``InputError`` naming the first pair that is not."""
     scale = 0
-    for i, ((lw, lh), (hw, hh)) in enumerate(zip(_sizes(lr), _sizes(hr), strict=True)):
+    for i, ((lw, lh), (hw, hh)) in enumerate(zip(lr.sizes, hr.sizes, strict=True)):
         s = hh // lh if lh else 0
         scale = scale or s
         if s < 1 or hh != s * lh or hw != s * lw or s != scale:
             raise InputError(
-                f"pair {i} ({names_lr[i]}, {names_hr[i]}): HR {hw}x{hh} is not "
+                f"pair {i} ({lr.names[i]}, {hr.names[i]}): HR {hw}x{hh} is not "
                 f"{scale or 'a whole'}x LR {lw}x{lh}"
             )
     return scale
@@ -227,40 +220,22 @@ def prepare_pairs(
     """A paired dataset from ``lr`` and ``hr`` (folders or videos whose frames correspond:
     the same count, each HR frame exactly ``scale`` times its LR frame, one whole scale for
     all). A mismatch is refused in one line naming the first bad pair."""
-    for src in (lr, hr):
-        if not src.exists():
-            raise InputError(f"{src}: no such file or folder")
-    n_lr, read_lr, names_lr = _pair_reader(lr)
-    n_hr, read_hr, names_hr = _pair_reader(hr)
-    if n_lr != n_hr:
-        raise InputError(f"{lr} has {n_lr} frames but {hr} has {n_hr}; pairs must correspond")
-    if n_lr == 0:
-        raise InputError(f"{lr}: no frames to pair")
-    scale = _check_pairs(lr, hr, names_lr, names_hr)
-    tmp = _staging(output, overwrite)
-    (tmp / "lr").mkdir()
+    a, b = open_source(lr), open_source(hr)
+    if a.count != b.count:
+        raise InputError(f"{lr} has {a.count} frames but {hr} has {b.count}; pairs must correspond")
+    scale = _check_pairs(a, b)
     items: list[dict[str, Any]] = []
-    last = None
-    try:
-        for tries in slots(n_lr, frames):
-            for index in tries:
-                a, b = read_lr(index), read_hr(index)
-                if is_black(b) or is_held(b, last):
-                    continue
-                last = b
-                stem = f"{index:07d}.png"
-                _write_png(tmp / "lr" / stem, a)
-                _write_png(tmp / "hr" / stem, b)
-                items.append({"lr": f"lr/{stem}", "hr": f"hr/{stem}", "frame": index})
-                break
+    with _staged(output, overwrite, ["hr", "lr"]) as tmp:
+        pairs = sampled(a.count, frames, lambda i: (a.read(i), b.read(i)), lambda v: v[1])
+        for index, (small, big) in pairs:
+            stem = f"{index:07d}.png"
+            _write_png(tmp / "lr" / stem, small)
+            _write_png(tmp / "hr" / stem, big)
+            items.append({"lr": f"lr/{stem}", "hr": f"hr/{stem}", "frame": index})
         if not items:
             raise InputError(f"{hr}: every sampled frame was black or held; nothing to train on")
         manifest = {"version": 1, "kind": "paired", "scale": scale, "items": items}
-        _finish(tmp, output, manifest)
-        return manifest
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return _finish(tmp, output, manifest)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -294,13 +269,13 @@ def load_rgb(folder: Path, name: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def pad_to(hr: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
-    """``hr`` padded by reflection to at least ``size`` a side (and whether it was)."""
+def pad_to(hr: np.ndarray, size: int) -> np.ndarray:
+    """``hr`` padded by reflection to at least ``size`` a side."""
     h, w = hr.shape[:2]
     if h >= size and w >= size:
-        return hr, False
+        return hr
     ph, pw = max(0, size - h), max(0, size - w)
-    return np.pad(hr, ((0, ph), (0, pw), (0, 0)), mode="reflect"), True
+    return np.pad(hr, ((0, ph), (0, pw), (0, 0)), mode="reflect")
 
 
 def random_crop(
@@ -310,7 +285,7 @@ def random_crop(
     horizontal flip, as Real-ESRGAN's datasets do (``use_hflip``; no rotation). HR smaller
     than the crop is padded by reflection first (Real-ESRGAN pads small images too)."""
     if lr is None:
-        hr, _ = pad_to(hr, gt_size)
+        hr = pad_to(hr, gt_size)
     h, w = hr.shape[:2]
     if lr is not None:
         ls = gt_size // scale

@@ -12,12 +12,14 @@ from vidsr.errors import InputError, UsageError
 
 def checkpoint_folder(run: Path, iteration: int | None = None) -> Path:
     """The checkpoint of ``iteration`` (default: the newest complete one) in ``run``."""
+    from vidsr.training.train import newest_checkpoint
+
     folder = run / "checkpoints"
     if iteration is None:
-        latest = folder / "latest"
-        if not latest.exists():
+        newest = newest_checkpoint(run)
+        if newest is None:
             raise InputError(f"{run}: no checkpoint yet (train it with vidsr finetune train)")
-        return folder / latest.read_text().strip()
+        return newest
     found = folder / f"iter_{iteration:07d}"
     if not found.is_dir():
         have = sorted(
@@ -41,7 +43,7 @@ def export_model(
     from vidsr.models.detect import ArchSpec, detect_architecture
     from vidsr.models.registry import find_record
     from vidsr.models.sources import check_model_name, write_cache
-    from vidsr.training.train import _load_tensors
+    from vidsr.training.train import load_tensors
 
     check_model_name(name)
     if find_record(name) is not None:
@@ -52,7 +54,7 @@ def export_model(
     if config is None:
         raise InputError(f"{run}: not a training run (no config.json)")
     folder = checkpoint_folder(run, iteration)
-    state_dict, _ = _load_tensors(folder / "net_g_ema.safetensors")
+    state_dict, _ = load_tensors(folder / "net_g_ema.safetensors")
     spec: ArchSpec = detect_architecture(state_dict, source=str(folder))
     base = config["config"]["model"]
     source = f"finetune:{run.name}@{folder.name} from {base}"

@@ -37,6 +37,8 @@ from torch import nn
 from vidsr.errors import InputError, Interrupted, ModelError, OutputError, UsageError, opt
 from vidsr.files import atomic_output
 from vidsr.training import data as D
+from vidsr.training import degrade as G
+from vidsr.training.losses import GANLoss, l1_loss
 
 #: Real-ESRGAN's dataset crop (crop_pad_size 400) against its training patch (gt_size 256):
 #: degradations run on the larger crop, then the patch is cut from it (paired_random_crop).
@@ -120,11 +122,7 @@ def _generator_of(model: str) -> tuple[nn.Module, Any]:
     from vidsr.models.loader import load_network
 
     net = load_network(model)
-    if net.loader != "vidsr" or net.arch not in ARCHS:
-        raise UsageError(
-            f"finetune trains Real-ESRGAN's architectures ({', '.join(ARCHS)}) with its recipe; "
-            f"{net.name} is a {net.arch} model, which has none here"
-        )
+    _refuse_without_recipe(net.name, net.loader, net.arch)
     module = copy.deepcopy(net.module).float().train()
     module.requires_grad_(True)
     return module, net
@@ -139,14 +137,6 @@ def _seeded(
     return np.random.Generator(np.random.PCG64(seed)), gen
 
 
-def _np_state(rng: np.random.Generator) -> dict[str, Any]:
-    return rng.bit_generator.state
-
-
-def _set_np_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
-    rng.bit_generator.state = state
-
-
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
@@ -154,7 +144,8 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, 
     save_file(plain, str(path), metadata={"json": json.dumps(meta)})
 
 
-def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A checkpoint file's tensors and its JSON header."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -201,7 +192,7 @@ def _to_tensor(rgbs: list[np.ndarray]) -> torch.Tensor:
 
 class Trainer:
     """One ``vidsr finetune train`` run: set up (or resumed) by :meth:`open`, run by
-    :meth:`run`."""
+    :meth:`run_loop`."""
 
     def __init__(self, cfg: TrainConfig, on_event: Event | None = None) -> None:
         from vidsr.pipeline.infer import resolve_device
@@ -227,6 +218,8 @@ class Trainer:
         self.ema = copy.deepcopy(self.net_g).eval().requires_grad_(False)
         self.net_d, self.d_source = self._discriminator()
         self.percep = self._perceptual()
+        self.gan_g = GANLoss(loss_weight=cfg.gan_weight)  # the generator's term
+        self.gan_d = GANLoss(loss_weight=1.0)  # the discriminator's, unweighted
         self.opt_g = torch.optim.Adam(self.net_g.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.opt_d = (
             torch.optim.Adam(self.net_d.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
@@ -235,9 +228,6 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda") if needs_scaler(self.precision) else None
         self.rng, self.gen = _seeded(cfg.seed, self.device)
-        from vidsr.training import degrade as G
-
-        self.G = G
         self.degradation = G.preset(cfg.degradation)
         b = cfg.batch_size
         self.pool = G.PairPool(size=max(b, (self.degradation.queue_size // b) * b))
@@ -349,7 +339,6 @@ class Trainer:
         gt = _to_tensor(hrs).to(self.device)
         if self.paired:
             return _to_tensor(lrs).to(self.device), gt
-        G = self.G
         kernels = G.stack_kernels([G.make_kernels(self.degradation, rng) for _ in picks])
         gt_usm = G.usm_sharp(gt)
         lq = G.degrade(
@@ -371,12 +360,10 @@ class Trainer:
 
     def step(self) -> dict[str, float]:
         """One iteration of Real-ESRGAN's ``optimize_parameters``; its losses."""
-        from vidsr.training.losses import GANLoss, l1_loss
-
         cfg = self.cfg
         lq, gt = self.batch()
-        gt_usm = self.G.usm_sharp(gt)
-        losses: dict[str, float] = {}
+        gt_usm = G.usm_sharp(gt)
+        losses: dict[str, torch.Tensor] = {}  # read back once, at the end (one device sync)
         d = self.net_d
         if d is not None:
             d.requires_grad_(False)
@@ -387,32 +374,32 @@ class Trainer:
             if cfg.pixel_weight:
                 pix = cfg.pixel_weight * l1_loss(out.float(), gt_usm)
                 total = total + pix
-                losses["l_pix"] = float(pix.detach())
+                losses["l_pix"] = pix.detach()
             if self.percep is not None:
                 per = self.percep(out.float(), gt_usm)
                 total = total + per
-                losses["l_percep"] = float(per.detach())
+                losses["l_percep"] = per.detach()
             if d is not None:
-                gan = GANLoss(loss_weight=cfg.gan_weight)(d(out), True, is_disc=False)
+                gan = self.gan_g(d(out), True, is_disc=False)
                 total = total + gan
-                losses["l_gan"] = float(gan.detach())
+                losses["l_gan"] = gan.detach()
         self._backward(total, self.opt_g)
         if d is not None and self.opt_d is not None:
             d.requires_grad_(True)
             self.opt_d.zero_grad(set_to_none=True)
-            crit = GANLoss(loss_weight=1.0)
             with self._autocast():
-                real = crit(d(gt), True, is_disc=True)
+                real = self.gan_d(d(gt), True, is_disc=True)
             self._backward(real, None)
             with self._autocast():
-                fake = crit(d(out.detach().clone().float()), False, is_disc=True)
+                fake = self.gan_d(d(out.detach().clone().float()), False, is_disc=True)
             self._backward(fake, self.opt_d)
-            losses["l_d_real"], losses["l_d_fake"] = float(real.detach()), float(fake.detach())
+            losses["l_d_real"], losses["l_d_fake"] = real.detach(), fake.detach()
         if self.scaler is not None:
             self.scaler.update()  # once, after both optimisers stepped
         self._ema_update()
         self.iter += 1
-        return losses
+        values = torch.stack([v.float() for v in losses.values()]).tolist()
+        return dict(zip(losses, values, strict=True))
 
     def _backward(self, loss: torch.Tensor, optim: torch.optim.Optimizer | None) -> None:
         if self.scaler is None:
@@ -463,7 +450,7 @@ class Trainer:
         gen_state = self.gen.get_state()
         _save_tensors(tmp / "state.safetensors", {**{f"pool.{k}": v for k, v in pool_tensors.items()}, "torch_generator": gen_state}, {
             "iter": self.iter,
-            "numpy": _np_state(self.rng),
+            "numpy": self.rng.bit_generator.state,
             "pool": pool_plain,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         })  # fmt: skip
@@ -499,18 +486,18 @@ class Trainer:
             ) from None
 
     def _load_from(self, folder: Path) -> None:
-        sd, _ = _load_tensors(folder / "net_g.safetensors")
+        sd, _ = load_tensors(folder / "net_g.safetensors")
         self.net_g.load_state_dict(sd)
-        sd, _ = _load_tensors(folder / "net_g_ema.safetensors")
+        sd, _ = load_tensors(folder / "net_g_ema.safetensors")
         self.ema.load_state_dict(sd)
         if self.net_d is not None and self.opt_d is not None:
-            sd, _ = _load_tensors(folder / "net_d.safetensors")
+            sd, _ = load_tensors(folder / "net_d.safetensors")
             self.net_d.load_state_dict(sd)
-            _optim_load(self.opt_d, *_load_tensors(folder / "optim_d.safetensors"))
-        _optim_load(self.opt_g, *_load_tensors(folder / "optim_g.safetensors"))
-        tensors, meta = _load_tensors(folder / "state.safetensors")
+            _optim_load(self.opt_d, *load_tensors(folder / "optim_d.safetensors"))
+        _optim_load(self.opt_g, *load_tensors(folder / "optim_g.safetensors"))
+        tensors, meta = load_tensors(folder / "state.safetensors")
         self.iter = int(meta["iter"])
-        _set_np_state(self.rng, meta["numpy"])
+        self.rng.bit_generator.state = meta["numpy"]
         self.gen.set_state(tensors["torch_generator"])
         pool = {
             k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("pool.")
@@ -556,7 +543,7 @@ class Trainer:
         for n, item in enumerate(self.val_items):
             hr = D.load_rgb(self.cfg.dataset, item["hr"])
             if not self.paired:  # small frames padded as training crops are
-                hr, _ = D.pad_to(hr, self._crop_size())
+                hr = D.pad_to(hr, self._crop_size())
             h, w = hr.shape[:2]
             m = 4 * self.scale
             ch, cw = min(h, side), min(w, side)
@@ -574,8 +561,8 @@ class Trainer:
             else:
                 hr = hr[top : top + ch, left : left + cw]
                 gt = _to_tensor([hr])
-                kern = self.G.stack_kernels([self.G.make_kernels(self.degradation, rng)])
-                lq = self.G.degrade(gt, kern, self.degradation, self.scale, gen, rng)
+                kern = G.stack_kernels([G.make_kernels(self.degradation, rng)])
+                lq = G.degrade(gt, kern, self.degradation, self.scale, gen, rng)
             for name, t in (("hr", _to_tensor([hr])), ("lr", lq)):
                 arr = (t[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
                 Image.fromarray(arr, "RGB").save(val / f"{n:02d}_{name}.png")
@@ -733,10 +720,14 @@ def check_model(model: str) -> None:
     from vidsr.models.loader import describe_model
 
     facts = describe_model(model)
-    if facts.loader != "vidsr" or facts.arch not in ARCHS:
+    _refuse_without_recipe(facts.name, facts.loader, facts.arch)
+
+
+def _refuse_without_recipe(name: str, loader: str, arch: str) -> None:
+    if loader != "vidsr" or arch not in ARCHS:
         raise ModelError(
             f"finetune trains Real-ESRGAN's architectures ({', '.join(ARCHS)}) with its recipe; "
-            f"{facts.name} is a {facts.arch} model, which has none here"
+            f"{name} is a {arch} model, which has none here"
         )
 
 
